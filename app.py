@@ -1,0 +1,2 @@
+from bridge import create_app
+app = create_app()

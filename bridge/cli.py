@@ -1,0 +1,198 @@
+"""``flask --app app ...`` commands for automation, deployment and the tests."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import Flask, current_app
+from werkzeug.security import generate_password_hash
+
+from . import instance_secret_key
+from . import mattermost as mm
+from .db import get_sender, get_store
+from .integration import activation_problems, logged_client, new_api_key, verify_bot
+from .store import ENVIRONMENTS
+
+ENV_CHOICE = click.Choice(ENVIRONMENTS)
+
+
+@click.command("init")
+def init_command() -> None:
+    """Create the instance folder, the schema (idempotent) and the secret key."""
+    os.makedirs(current_app.instance_path, exist_ok=True)
+    database_dir = os.path.dirname(os.path.abspath(current_app.config["DATABASE"]))
+    os.makedirs(database_dir, exist_ok=True)
+    if not os.environ.get("BRIDGE_SECRET_KEY"):
+        instance_secret_key(current_app.instance_path)
+    version = get_store().migrate()
+    click.echo(f"Initialised {current_app.config['DATABASE']} (schema version {version}).")
+
+
+@click.command("set-password")
+@click.option("--password", help="The new admin password (asked for when left out).")
+def set_password_command(password: str | None) -> None:
+    """Set the admin password for the web screens."""
+    if password is None:
+        password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("the password needs at least 8 characters")
+    store = get_store()
+    store.migrate()
+    store.set_meta("admin_password_hash", generate_password_hash(password))
+    click.echo("Admin password set.")
+
+
+@click.command("configure")
+@click.argument("env", type=ENV_CHOICE)
+@click.option("--server-url", help="Mattermost server, e.g. https://chat.example.com")
+@click.option("--bot-token", help="The bot account's access token.")
+@click.option("--webhook-token", help="The outgoing webhook's token.")
+@click.option("--channel", "channel_id", help="Mirror channel id.")
+@click.option("--notify", "notify", multiple=True, metavar="TYPE=CHANNEL_ID",
+              help="Notification type -> channel; given at all, it replaces the whole map.")
+@click.option("--callback-url", help="Reply callback URL on the host ('' to remove).")
+@click.option("--callback-secret", help="Secret that signs reply callbacks.")
+@click.option("--activate/--deactivate", default=None, help="Switch the integration on or off.")
+def configure_command(env: str, **options) -> None:
+    """Configure an environment; the token is verified before anything is saved."""
+    store = get_store()
+    store.migrate()
+    settings = store.environment(env)
+    given = {key: value for key, value in options.items() if value not in (None, ())}
+    fields = _plain_fields(given)
+    if "notify" in given:
+        fields["notify_map"] = _parse_notify(given["notify"])
+
+    if set(given) != {"activate"}:  # only switching off/on needs no server
+        fields.update(_verified_identity(store, settings, fields))
+    settings = {**settings, **fields}
+    if "mirror_channel_id" in fields:
+        fields["mirror_channel_name"] = _warn_about_channels(store, settings)
+    elif "notify_map" in fields:
+        _warn_about_channels(store, settings)
+    if given.get("activate"):
+        problems = activation_problems(settings)
+        if problems:
+            raise click.ClickException("cannot activate: " + "; ".join(problems))
+    if "activate" in given:
+        fields["active"] = int(given["activate"])
+    store.update_environment(env, **fields)
+    state = "active" if store.environment(env)["active"] else "inactive"
+    click.echo(f"Saved the {env} environment ({state}).")
+
+
+def _plain_fields(given: dict) -> dict:
+    names = {
+        "server_url": "server_url",
+        "bot_token": "bot_token",
+        "webhook_token": "webhook_token",
+        "channel_id": "mirror_channel_id",
+        "callback_url": "callback_url",
+        "callback_secret": "callback_secret",
+    }
+    fields = {column: given[option].strip() for option, column in names.items() if option in given}
+    if fields.get("server_url"):
+        try:
+            fields["server_url"] = mm.normalize_server_url(fields["server_url"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--server-url") from None
+    return fields
+
+
+def _parse_notify(pairs: tuple[str, ...]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        kind, sep, channel = pair.partition("=")
+        if not sep or not kind.strip():
+            raise click.BadParameter(f"{pair!r} is not TYPE=CHANNEL_ID", param_hint="--notify")
+        if channel.strip():
+            mapping[kind.strip()] = channel.strip()
+    return mapping
+
+
+def _verified_identity(store, settings: dict, fields: dict) -> dict:
+    """Check the (new or saved) token against the server; stop on failure."""
+    server_url = fields.get("server_url", settings["server_url"])
+    token = fields.get("bot_token", settings["bot_token"])
+    if not server_url or not token:
+        raise click.ClickException("need --server-url and --bot-token (nothing saved yet)")
+    client = logged_client(store, settings, server_url=server_url, token=token)
+    try:
+        identity = verify_bot(client)
+    except mm.MattermostError as exc:
+        raise click.ClickException(f"token check failed, nothing saved: {exc}") from None
+    kind = "bot account" if identity.is_bot else "NOT a bot account (use a bot)"
+    click.echo(f"Verified @{identity.username}, {kind}, Mattermost {identity.server_version}.")
+    return identity.as_fields()
+
+
+def _warn_about_channels(store, settings: dict) -> str:
+    """Warn (not refuse) about channels the bot cannot post to; the mirror's name."""
+    client = logged_client(store, settings)
+    mirror_name = settings.get("mirror_channel_name", "")
+    channels = {settings["mirror_channel_id"]} | set(settings["notify_map"].values())
+    for channel_id in sorted(c for c in channels if c):
+        try:
+            channel = client.channel(channel_id)
+            member = client.is_member(channel_id, settings["bot_user_id"])
+        except mm.MattermostError as exc:
+            click.echo(f"Warning: channel {channel_id}: {exc}", err=True)
+            continue
+        name = channel.get("display_name") or channel.get("name") or channel_id
+        if channel_id == settings["mirror_channel_id"]:
+            mirror_name = name
+            if channel.get("type") != "O":
+                click.echo(
+                    f"Warning: {name} is not a public channel; outgoing webhooks (agent "
+                    "replies) only fire in public channels.", err=True)
+        if not member:
+            click.echo(
+                f"Warning: the bot is not a member of {name} ({channel_id}); "
+                "posts there will fail with 403 until it is added.", err=True)
+    return mirror_name
+
+
+@click.command("api-key")
+@click.argument("env", type=ENV_CHOICE)
+def api_key_command(env: str) -> None:
+    """Print a new host API key for ENV (the old key stops working)."""
+    store = get_store()
+    store.migrate()
+    key = new_api_key(store, env)
+    click.echo(f"New API key for {env}; the previous key no longer works:")
+    click.echo(key)
+
+
+@click.command("retry")
+@click.argument("env", type=ENV_CHOICE, required=False)
+def retry_command(env: str | None) -> None:
+    """Send again the messages that failed."""
+    counts = get_sender().retry_failed(env)
+    click.echo(
+        f"Retried: {counts['sent']} sent, {counts['failed']} still failed, "
+        f"{counts['skipped']} left for an inactive environment."
+    )
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+@click.command("prune-log")
+@click.option("--days", type=click.FloatRange(min=0), required=True,
+              help="Delete log rows older than this many days.")
+def prune_log_command(days: float) -> None:
+    """Delete integration-log rows older than N days."""
+    deleted = get_store().prune_log(days)
+    click.echo(f"Deleted {deleted} log rows older than {days:g} days.")
+
+
+def init_app(app: Flask) -> None:
+    for command in (
+        init_command,
+        set_password_command,
+        configure_command,
+        api_key_command,
+        retry_command,
+        prune_log_command,
+    ):
+        app.cli.add_command(command)

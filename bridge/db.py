@@ -1,0 +1,37 @@
+"""One :class:`Store` per request (or CLI command), closed on teardown."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+
+from .sender import Sender
+from .store import Store
+
+
+def get_store() -> Store:
+    """The request's store, opened on first use."""
+    if "store" not in g:
+        g.store = Store(current_app.config["DATABASE"])
+    return g.store
+
+
+def get_sender() -> Sender:
+    """A sender on the request's store; tests may inject a session via config."""
+    if "sender" not in g:
+        g.sender = Sender(
+            get_store(),
+            session=current_app.config.get("MATTERMOST_SESSION"),
+            retry_budget=current_app.config.get("SEND_RETRY_BUDGET", 8.0),
+        )
+    return g.sender
+
+
+def close_store(exc: BaseException | None = None) -> None:
+    store = g.pop("store", None)
+    g.pop("sender", None)
+    if store is not None:
+        store.close()
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(close_store)

@@ -1,0 +1,89 @@
+"""One place that turns errors into responses: JSON, an HTMX fragment or a page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from . import htmx
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """A JSON API error with a status, a machine code and a sentence for people."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def wants_json() -> bool:
+    """JSON for the host API and the webhook route, and for clients that ask for it."""
+    if request.blueprint in ("api", "hooks"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not htmx
+
+
+def json_error(status: int, code: str, message: str):
+    return jsonify({"error": message, "code": code}), status
+
+
+def handle_api_error(error: ApiError):
+    return json_error(error.status, error.code, error.message)
+
+
+def handle_http_exception(error: HTTPException):
+    status = error.code or 500
+    message = error.description or error.name
+    if status == 413:
+        message = "request body is larger than 1 MiB"
+    if wants_json():
+        return json_error(status, CODES.get(status, "error"), message)
+    template = "errors/_error.html" if htmx else "errors/error.html"
+    response = render_template(template, status=status, title=error.name, message=message)
+    return response, status
+
+
+def handle_unexpected(error: Exception):
+    # Log the traceback for the operator; show nothing internal to the caller.
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return handle_http_exception(InternalServerError("Something went wrong on our side."))
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)
+
+    @app.before_request
+    def refuse_large_bodies():
+        # Werkzeug only enforces MAX_CONTENT_LENGTH when a view reads the
+        # body; refuse early so every route answers 413 the same way.
+        length = request.content_length
+        if length is not None and length > app.config["MAX_CONTENT_LENGTH"]:
+            from werkzeug.exceptions import RequestEntityTooLarge
+
+            raise RequestEntityTooLarge()
+
+    @app.after_request
+    def vary_on_htmx(response):
+        response.vary.add("HX-Request")
+        return response

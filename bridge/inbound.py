@@ -1,0 +1,230 @@
+"""Mattermost outgoing-webhook calls: parse, verify, guard against loops, route.
+
+The payload carries no ``root_id``: the post is looked up to find its thread,
+and the thread's root post maps to a conversation. The bridge answers with an
+empty body whatever happens (unless the token is wrong or fields are
+missing), so Mattermost never posts noise in the channel.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from . import mattermost as mm
+from .callbacks import INLINE_ATTEMPTS, CallbackSender
+from .integration import logged_client
+from .store import Store
+
+REQUIRED_FIELDS = ("token", "post_id", "user_id", "channel_id")
+OPTIONAL_FIELDS = (
+    "team_id", "team_domain", "channel_name", "user_name", "text", "trigger_word", "timestamp",
+)
+# Agents write these at the start of a reply in the thread.
+NOTE_PREFIX = "note:"
+CLOSE_COMMAND = "!close"
+USER_CACHE_SECONDS = 3600
+MAX_FIELD = 70_000  # Mattermost posts are at most 16383 characters (65535 bytes)
+
+
+class PayloadError(ValueError):
+    """The body is not an outgoing-webhook payload; the message names the problem."""
+
+
+@dataclass
+class WebhookPayload:
+    """The fields of Mattermost's OutgoingWebhookPayload that the bridge uses."""
+
+    token: str
+    post_id: str
+    user_id: str
+    channel_id: str
+    team_id: str = ""
+    team_domain: str = ""
+    channel_name: str = ""
+    user_name: str = ""
+    text: str = ""
+    trigger_word: str = ""
+    timestamp: float | None = None  # seconds, whatever the content type sent
+
+
+@dataclass
+class Outcome:
+    """What the route answers and what the log says."""
+
+    http_status: int
+    outcome: str  # ok / rejected / ignored / error
+    reason: str
+    message: dict[str, Any] | None = None
+    reply_text: str = ""  # a threaded reply Mattermost should post; rarely wanted
+
+
+def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -> WebhookPayload:
+    """Read a form-encoded or JSON payload; form timestamps are seconds, JSON ms."""
+    mimetype = content_type.split(";")[0].strip().lower()
+    if mimetype == "application/json":
+        try:
+            data = json.loads(raw_body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise PayloadError("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise PayloadError("the JSON body must be an object")
+        divisor = 1000.0
+    elif mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        data = dict(form)
+        divisor = 1.0
+    else:
+        raise PayloadError(
+            f"unsupported content type {mimetype or '(none)'}: Mattermost sends "
+            "application/x-www-form-urlencoded or application/json"
+        )
+    missing = [name for name in REQUIRED_FIELDS if not _as_text(data.get(name))]
+    if missing:
+        raise PayloadError(
+            f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+            f"(body read as {mimetype}; is the webhook's content type right?)"
+        )
+    values = {name: _as_text(data.get(name)) for name in REQUIRED_FIELDS + OPTIONAL_FIELDS}
+    if any(len(value) > MAX_FIELD for value in values.values()):
+        raise PayloadError("a field is longer than any Mattermost post can be")
+    timestamp_text = values.pop("timestamp")
+    timestamp = None
+    if timestamp_text:
+        try:
+            timestamp = float(timestamp_text) / divisor
+        except ValueError:
+            raise PayloadError("timestamp is not a number") from None
+    return WebhookPayload(**values, timestamp=timestamp)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        return ""
+    return str(value)
+
+
+class InboundRouter:
+    """Decides what one webhook call means and stores the agent's reply."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        session: requests.Session | None = None,
+        callbacks: CallbackSender | None = None,
+    ):
+        self.store = store
+        self.session = session
+        self.callbacks = callbacks or CallbackSender(store)
+
+    def handle(self, env: str, payload: WebhookPayload) -> Outcome:
+        outcome = self._route(env, payload)
+        message = outcome.message or {}
+        self.store.log(
+            env=env,
+            direction="inbound",
+            action="webhook",
+            target=payload.channel_id,
+            outcome=outcome.outcome,
+            http_status=outcome.http_status,
+            error=outcome.reason,
+            conversation_id=message.get("conversation_id") or "",
+            message_id=message.get("id"),
+            post_id=payload.post_id,
+        )
+        if message.get("delivery_status") == "pending":
+            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS)
+        return outcome
+
+    def _route(self, env: str, payload: WebhookPayload) -> Outcome:
+        settings = self.store.environment(env)
+        expected = settings["webhook_token"]
+        if not expected or not hmac.compare_digest(payload.token.encode(), expected.encode()):
+            return Outcome(403, "rejected", "token mismatch")
+        if not settings["active"]:
+            return Outcome(200, "ignored", "environment is inactive")
+        if payload.user_id == settings["bot_user_id"] or (
+            payload.user_name and payload.user_name == settings["bot_username"]
+        ):
+            return Outcome(200, "ignored", "post by the bridge's own bot (reply-loop guard)")
+        if payload.channel_id != settings["mirror_channel_id"]:
+            return Outcome(200, "ignored", "not the mirror channel")
+        if self.store.inbound_post_seen(env, payload.post_id):
+            return Outcome(200, "ignored", "duplicate delivery: post already stored")
+        client = logged_client(self.store, settings, session=self.session)
+        try:
+            post = client.post(payload.post_id)
+        except mm.MattermostError as exc:
+            return Outcome(200, "error", f"cannot look the post up: {exc}")
+        props = post.get("props") or {}
+        if not settings["accept_other_bots"] and _from_integration(props):
+            return Outcome(200, "ignored", "post by another bot or integration")
+        root_id = post.get("root_id") or ""
+        if not root_id:
+            return Outcome(200, "ignored", "top-level post, not a reply in a mirrored thread")
+        conversation = self.store.conversation_for_root_post(env, root_id)
+        if conversation is None:
+            return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
+        text = post.get("message", payload.text)
+        return self._store_reply(env, settings, client, conversation, payload, text)
+
+    def _store_reply(self, env, settings, client, conversation, payload, text) -> Outcome:
+        author, is_bot = self._author(env, client, payload)
+        if is_bot and not settings["accept_other_bots"]:
+            return Outcome(200, "ignored", "post by another bot or integration")
+        stripped = text.strip()
+        if stripped.lower().startswith(NOTE_PREFIX):
+            direction, delivery, reason = "note", "", "internal note, not shown to the visitor"
+        elif stripped.lower() == CLOSE_COMMAND:
+            direction, reason = "event", "conversation closed by the agent"
+            delivery = "pending" if settings["callback_url"] else ""
+            text = f"{author} closed the conversation."
+        else:
+            direction, reason = "agent", "agent reply stored"
+            delivery = "pending" if settings["callback_url"] else ""
+        message = self.store.add_inbound_message(
+            env=env,
+            conversation_id=conversation["id"],
+            direction=direction,
+            author=author,
+            text=text,
+            post_id=payload.post_id,
+            delivery_status=delivery,
+        )
+        if message is None:
+            return Outcome(200, "ignored", "duplicate delivery: post already stored")
+        if direction == "event":
+            self.store.close_conversation(conversation["id"])
+            confirmation = "Conversation closed. The visitor sees that it has ended."
+            return Outcome(200, "ok", reason, message, reply_text=confirmation)
+        return Outcome(200, "ok", reason, message)
+
+    def _author(self, env: str, client: mm.MattermostClient, payload: WebhookPayload):
+        """The agent's display name (cached), falling back to the username."""
+        cached = self.store.cached_user(env, payload.user_id, USER_CACHE_SECONDS)
+        if cached:
+            return cached["display_name"], bool(cached["is_bot"])
+        try:
+            user = client.user(payload.user_id)
+        except mm.MattermostError:
+            return payload.user_name or "Agent", False
+        name = display_name(user) or payload.user_name or "Agent"
+        self.store.cache_user(env, payload.user_id, name, bool(user.get("is_bot")))
+        return name, bool(user.get("is_bot"))
+
+
+def display_name(user: dict[str, Any]) -> str:
+    """``First Last``, else the nickname, else the username (as Chatwoot shows agents)."""
+    full = " ".join(part for part in (user.get("first_name"), user.get("last_name")) if part)
+    return full or user.get("nickname") or user.get("username") or ""
+
+
+def _from_integration(props: dict[str, Any]) -> bool:
+    return any(str(props.get(key, "")).lower() == "true" for key in ("from_bot", "from_webhook", "from_plugin"))

@@ -1,0 +1,157 @@
+"""Setting an environment up: verify the bot, list its channels, activation rules.
+
+Shared by the admin screens and the ``configure`` CLI so both apply the same
+rules. Every Mattermost call goes through :func:`logged_client`, so it lands
+in the integration log.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from . import mattermost as mm
+from .store import Store, hash_api_key
+
+CHANNEL_TYPES = {"O": "public", "P": "private"}
+
+
+def logged_client(
+    store: Store,
+    settings: dict[str, Any],
+    *,
+    session: requests.Session | None = None,
+    timeout: tuple[float, float] = mm.DEFAULT_TIMEOUT,
+    message: dict[str, Any] | None = None,
+    server_url: str | None = None,
+    token: str | None = None,
+) -> mm.MattermostClient:
+    """A client for an environment whose every call is written to the log.
+
+    ``server_url``/``token`` override the saved ones (verifying before saving).
+    """
+    env = settings["name"]
+    message = message or {}
+
+    def log_call(record: mm.CallRecord) -> None:
+        store.log(
+            env=env,
+            direction="outbound",
+            action=record.action,
+            target=record.target,
+            outcome="ok" if record.ok else "error",
+            http_status=record.status,
+            duration_ms=record.duration_ms,
+            error=record.error,
+            conversation_id=message.get("conversation_id") or "",
+            message_id=message.get("id"),
+            post_id=record.post_id,
+        )
+
+    return mm.MattermostClient(
+        server_url if server_url is not None else settings["server_url"],
+        token if token is not None else settings["bot_token"],
+        session=session,
+        timeout=timeout,
+        on_call=log_call,
+    )
+
+
+@dataclass
+class BotIdentity:
+    """Who the token belongs to, as ``GET /api/v4/users/me`` says."""
+
+    user_id: str
+    username: str
+    is_bot: bool
+    server_version: str
+
+    def as_fields(self) -> dict[str, Any]:
+        return {
+            "bot_user_id": self.user_id,
+            "bot_username": self.username,
+            "bot_is_bot": int(self.is_bot),
+            "server_version": self.server_version,
+            "verified_at": time.time(),
+        }
+
+
+def verify_bot(client: mm.MattermostClient) -> BotIdentity:
+    """Ask the server who the token is; raises :class:`mattermost.MattermostError`."""
+    user, version = client.me()
+    if not isinstance(user, dict) or not user.get("id"):
+        raise mm.NotMattermost("the server's answer to users/me has no user id: not Mattermost?")
+    return BotIdentity(
+        user_id=user["id"],
+        username=user.get("username", ""),
+        is_bot=bool(user.get("is_bot")),
+        server_version=version,
+    )
+
+
+@dataclass
+class ChannelGroup:
+    """The channels of one team the bot may post in."""
+
+    team_id: str
+    team_name: str
+    channels: list[dict[str, Any]] = field(default_factory=list)
+
+
+def channel_groups(client: mm.MattermostClient, bot_user_id: str) -> list[ChannelGroup]:
+    """Public and private channels the bot is a member of, grouped by team.
+
+    DMs and group messages come back from Mattermost too: they are left out.
+    """
+    groups = []
+    for team in sorted(client.teams(), key=lambda t: t.get("display_name", "").lower()):
+        group = ChannelGroup(team["id"], team.get("display_name") or team.get("name", ""))
+        for channel in client.channels_for_team(bot_user_id, team["id"]):
+            if channel.get("type") in CHANNEL_TYPES and not channel.get("delete_at"):
+                group.channels.append(
+                    {
+                        "id": channel["id"],
+                        "name": channel.get("name", ""),
+                        "display_name": channel.get("display_name") or channel.get("name", ""),
+                        "type": channel["type"],
+                        "team_name": group.team_name,
+                    }
+                )
+        group.channels.sort(key=lambda c: c["display_name"].lower())
+        groups.append(group)
+    return groups
+
+
+def channel_label(channel: dict[str, Any]) -> str:
+    """``Acme / Support`` — how admins recognise a channel."""
+    return f"{channel['team_name']} / {channel['display_name']}"
+
+
+def activation_problems(settings: dict[str, Any]) -> list[str]:
+    """What stops an environment from being activated; empty when it can be."""
+    problems = []
+    if not settings["server_url"] or not settings["bot_token"]:
+        problems.append("fill in the server URL and bot token")
+    elif not settings["bot_user_id"]:
+        problems.append("verify the bot token")
+    if not settings["mirror_channel_id"]:
+        problems.append("choose a mirror channel")
+    return problems
+
+
+def new_api_key(store: Store, env: str) -> str:
+    """A fresh host API key for the environment; the old one stops working."""
+    key = f"mmb_{env[:4]}_{secrets.token_urlsafe(32)}"
+    store.update_environment(env, api_key_hash=hash_api_key(key))
+    return key
+
+
+def mask_secret(secret: str) -> str:
+    """``••••••wxyz``: enough to recognise a token, not to use it."""
+    if not secret:
+        return ""
+    return "•" * 6 + (secret[-4:] if len(secret) >= 16 else "")

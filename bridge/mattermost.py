@@ -1,0 +1,363 @@
+"""Mattermost REST API v4 client: every HTTP call the bridge makes to Mattermost.
+
+One :class:`requests.Session` per process (connection pooling); each
+environment has its own bot token, so the token travels in the request's
+headers rather than the shared session's. Every call has a (connect, read)
+timeout. Failures raise a :class:`MattermostError` subclass whose message an
+admin can act on; the token never appears in one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+DEFAULT_TIMEOUT = (3.05, 10.0)
+MAX_POST_SIZE = 16383
+
+_session: requests.Session | None = None
+_session_pid: int | None = None
+_session_lock = threading.Lock()
+
+
+def shared_session() -> requests.Session:
+    """The process's one Session; a forked gunicorn worker makes its own."""
+    global _session, _session_pid
+    with _session_lock:
+        if _session is None or _session_pid != os.getpid():
+            _session = requests.Session()
+            _session.headers["User-Agent"] = "mattermost-bridge/0.1"
+            _session_pid = os.getpid()
+        return _session
+
+
+# -- errors ---------------------------------------------------------------------
+
+
+class MattermostError(Exception):
+    """A call to Mattermost failed; ``str(error)`` is meant for an admin."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_id: str = "",
+        detail: str = "",
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_id = error_id
+        self.detail = detail
+
+
+class Unreachable(MattermostError):
+    """No HTTP answer at all: DNS, refused connection, timeout."""
+
+    retryable = True
+
+
+class TLSFailure(MattermostError):
+    """The TLS handshake failed (self-signed or expired certificate, wrong host)."""
+
+
+class NotMattermost(MattermostError):
+    """Something answered, but not a Mattermost API."""
+
+
+class BadRequest(MattermostError):
+    """400: invalid root_id, archived channel, message too long, ..."""
+
+
+class Unauthorized(MattermostError):
+    """401: the token is invalid or revoked."""
+
+
+class Forbidden(MattermostError):
+    """403: typically the bot is not a member of the channel."""
+
+
+class NotFound(MattermostError):
+    """404: no such user, channel or post (or no permission to see it)."""
+
+
+class RateLimited(MattermostError):
+    """429: wait ``retry_after`` seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(MattermostError):
+    """5xx: the server failed; trying again later may work."""
+
+    retryable = True
+
+
+# -- call records -----------------------------------------------------------------
+
+
+@dataclass
+class CallRecord:
+    """What one HTTP call did, for the integration log (never the token)."""
+
+    action: str
+    method: str
+    target: str
+    status: int | None
+    duration_ms: float
+    error: str = ""
+    post_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+Observer = Callable[[CallRecord], None]
+
+
+# -- the client ---------------------------------------------------------------------
+
+
+class MattermostClient:
+    """The calls the bridge makes to one Mattermost server as one bot.
+
+    :param base_url: the server, e.g. ``https://chat.example.com``.
+    :param token: the bot's personal access token.
+    :param session: the Session to use; the process's shared one by default.
+    :param timeout: ``(connect, read)`` seconds for every call.
+    :param on_call: called with a :class:`CallRecord` after every call.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        on_call: Observer | None = None,
+    ):
+        self.base_url = normalize_server_url(base_url)
+        self.token = token
+        self.session = session or shared_session()
+        self.timeout = timeout
+        self.on_call = on_call
+
+    # -- endpoints ----------------------------------------------------------------
+
+    def me(self) -> tuple[dict[str, Any], str]:
+        """The bot's own user and the server version (``X-Version-Id``)."""
+        response = self._call("verify", "GET", "/api/v4/users/me", target="users/me")
+        return response.json(), server_version(response.headers.get("X-Version-Id", ""))
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        return self._call("user", "GET", f"/api/v4/users/{user_id}", target=user_id).json()
+
+    def teams(self) -> list[dict[str, Any]]:
+        return self._call("teams", "GET", "/api/v4/users/me/teams", target="me").json()
+
+    def channels_for_team(self, user_id: str, team_id: str) -> list[dict[str, Any]]:
+        path = f"/api/v4/users/{user_id}/teams/{team_id}/channels"
+        return self._call("channels", "GET", path, target=team_id).json()
+
+    def channel(self, channel_id: str) -> dict[str, Any]:
+        path = f"/api/v4/channels/{channel_id}"
+        return self._call("channel", "GET", path, target=channel_id).json()
+
+    def is_member(self, channel_id: str, user_id: str) -> bool:
+        """Whether the user is in the channel; a 404 means not a member."""
+        path = f"/api/v4/channels/{channel_id}/members/{user_id}"
+        try:
+            self._call("member", "GET", path, target=channel_id)
+        except NotFound:
+            return False
+        return True
+
+    def create_post(
+        self,
+        channel_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        pending_post_id: str = "",
+        props: dict[str, Any] | None = None,
+        action: str = "post",
+    ) -> dict[str, Any]:
+        """Create a post; ``root_id`` makes it a reply in that thread.
+
+        ``pending_post_id`` makes the server drop a repeat of the same post
+        within 30 s, so a retry after a lost answer never posts twice.
+        """
+        body: dict[str, Any] = {"channel_id": channel_id, "message": message}
+        if root_id:
+            body["root_id"] = root_id
+        if pending_post_id:
+            body["pending_post_id"] = pending_post_id
+        if props:
+            body["props"] = props
+        response = self._call(action, "POST", "/api/v4/posts", target=channel_id, json=body)
+        return response.json()
+
+    def post(self, post_id: str) -> dict[str, Any]:
+        return self._call("lookup", "GET", f"/api/v4/posts/{post_id}", target=post_id).json()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _call(
+        self, action: str, method: str, path: str, *, target: str, **kwargs: Any
+    ) -> requests.Response:
+        started = time.perf_counter()
+        status = None
+        try:
+            try:
+                response = self.session.request(
+                    method,
+                    self.base_url + path,
+                    headers={"Authorization": f"Bearer {self.token}"},
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    **kwargs,
+                )
+            except requests.RequestException as exc:
+                raise _transport_error(self.base_url, exc) from None
+            status = response.status_code
+            if status >= 400 or status in (301, 302, 303, 307, 308):
+                raise _http_error(self.base_url, response)
+            _require_json(self.base_url, response)
+        except MattermostError as exc:
+            self._record(action, method, target, status, started, error=str(exc))
+            raise
+        post_id = response.json().get("id", "") if method == "POST" else ""
+        self._record(action, method, target, status, started, post_id=post_id)
+        return response
+
+    def _record(self, action, method, target, status, started, error="", post_id="") -> None:
+        if self.on_call is None:
+            return
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.on_call(CallRecord(action, method, target, status, duration_ms, error, post_id))
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def normalize_server_url(url: str) -> str:
+    """``chat.example.com/`` -> ``https://chat.example.com``; rejects junk."""
+    url = (url or "").strip().rstrip("/")
+    if url and "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not a server URL like https://chat.example.com")
+    if parts.path.endswith("/api/v4"):
+        url = url[: -len("/api/v4")]
+    return url
+
+
+def server_version(header: str) -> str:
+    """``9.11.0.9.11.0.abc.false`` -> ``9.11.0`` (the header repeats build data)."""
+    return ".".join(header.split(".")[:3]) if header else ""
+
+
+def _transport_error(base_url: str, exc: requests.RequestException) -> MattermostError:
+    host = urlsplit(base_url).netloc
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TLSFailure(
+            f"TLS error talking to {host}: the certificate is not trusted or does not match "
+            "the host name. Use the server's public https:// address."
+        )
+    if isinstance(exc, requests.exceptions.Timeout):
+        return Unreachable(f"{host} did not answer in time (timeout).")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return Unreachable(f"cannot reach {host}: connection refused or host unknown.")
+    return Unreachable(f"cannot talk to {host}: {type(exc).__name__}.")
+
+
+def _error_body(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _http_error(base_url: str, response: requests.Response) -> MattermostError:
+    status = response.status_code
+    body = _error_body(response)
+    fields = {
+        "status": status,
+        "error_id": str(body.get("id", "")),
+        "detail": str(body.get("detailed_error", "")),
+    }
+    server_says = str(body.get("message", "")).strip()
+    suffix = f" (Mattermost says: {server_says})" if server_says else ""
+    if status == 429:
+        return RateLimited(
+            "rate limited by Mattermost (429); retrying after the reset time.",
+            retry_after=_retry_after(response),
+            **fields,
+        )
+    if not body and "X-Version-Id" not in response.headers:
+        host = urlsplit(base_url).netloc
+        return NotMattermost(
+            f"{host} answered HTTP {status} but is not a Mattermost API. "
+            "Check the server URL (no path, no /api/v4).",
+            **fields,
+        )
+    if status == 401:
+        return Unauthorized("401: the bot token is invalid or has been revoked." + suffix, **fields)
+    if status == 403:
+        return Forbidden(
+            "403: the bot has no permission here; usually it is not a member of the channel."
+            + suffix,
+            **fields,
+        )
+    if status == 404:
+        return NotFound("404: not found, or the bot cannot see it." + suffix, **fields)
+    if status == 400:
+        return BadRequest("400: Mattermost refused the request." + suffix, **fields)
+    if status >= 500:
+        return ServerError(f"{status}: Mattermost server error." + suffix, **fields)
+    return MattermostError(f"unexpected HTTP {status} from Mattermost." + suffix, **fields)
+
+
+def _require_json(base_url: str, response: requests.Response) -> None:
+    content_type = response.headers.get("Content-Type", "")
+    if "json" not in content_type:
+        host = urlsplit(base_url).netloc
+        raise NotMattermost(
+            f"{host} answered, but not with Mattermost's JSON API "
+            f"(content type {content_type or 'none'}). Check the server URL.",
+            status=response.status_code,
+        )
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Seconds to wait: ``Retry-After``, else ``X-Ratelimit-Reset``, else 1."""
+    for header in ("Retry-After", "X-Ratelimit-Reset"):
+        value = response.headers.get(header)
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                continue
+            # Some proxies send an epoch time rather than seconds remaining.
+            if seconds > 1_000_000_000:
+                seconds -= time.time()
+            return max(0.0, seconds)
+    return 1.0

@@ -1,0 +1,272 @@
+"""Synchronous send: persist -> post -> log, with bounded retries.
+
+Every message is stored before it is sent, so nothing is lost when
+Mattermost is down: it stays ``failed`` with the cause, and ``retry`` sends
+it later. Each message carries a stable ``pending_key`` that is passed to
+Mattermost as ``pending_post_id``, so a retry within the server's 30 s
+deduplication window never posts twice; split messages remember which parts
+are already posted, so a retry continues where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from . import mattermost as mm
+from .integration import logged_client
+from .store import NotFound, Store
+from .text import neutralize_mentions, split_text
+
+# How long one synchronous send may keep retrying before the message is left
+# `failed` for `flask retry`: the host API caller is waiting on us.
+RETRY_BUDGET_SECONDS = 8.0
+MAX_ATTEMPTS = 4
+BACKOFF_SECONDS = (0.5, 1.0, 2.0)
+
+
+class ConversationClosed(Exception):
+    """A visitor wrote to a conversation an agent has closed."""
+
+
+@dataclass
+class TestMessageResult:
+    ok: bool
+    permalink: str = ""
+    error: str = ""
+
+
+class Sender:
+    """Sends stored messages of one database to Mattermost.
+
+    :param store: the open :class:`Store`.
+    :param session: the requests Session for Mattermost calls (tests inject one).
+    :param sleep: how to wait between attempts (tests pass a no-op).
+    :param retry_budget: seconds one send may spend retrying.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_budget: float = RETRY_BUDGET_SECONDS,
+        timeout: tuple[float, float] = mm.DEFAULT_TIMEOUT,
+    ):
+        self.store = store
+        self.session = session
+        self.sleep = sleep
+        self.retry_budget = retry_budget
+        self.timeout = timeout
+
+    # -- entry points ---------------------------------------------------------
+
+    def start_conversation(
+        self, env: str, visitor_name: str, text: str, visitor_email: str = "", external_id: str = ""
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Store a new conversation with its first message and mirror it as a root post."""
+        conversation, message = self.store.create_conversation(
+            env, visitor_name, visitor_email, external_id, text
+        )
+        message = self.deliver(message["id"])
+        return self.store.conversation(conversation["id"]), message
+
+    def add_visitor_message(self, env: str, conversation_id: str, text: str) -> dict[str, Any]:
+        """Store a visitor's next message and post it as a reply in the thread."""
+        conversation = self.store.conversation(conversation_id, env=env)
+        if conversation["status"] == "closed":
+            raise ConversationClosed(f"conversation {conversation_id} is closed")
+        message = self.store.add_visitor_message(
+            env, conversation_id, conversation["visitor_name"], text
+        )
+        return self.deliver(message["id"])
+
+    def notify(self, env: str, notification_type: str, text: str) -> dict[str, Any]:
+        """Store a typed notification and post it to the channel mapped to its type."""
+        settings = self.store.environment(env)
+        channel_id = settings["notify_map"].get(notification_type, "")
+        message = self.store.add_notification(env, notification_type, text, channel_id)
+        if not channel_id:
+            reason = f"type {notification_type!r} is not mapped to a channel"
+            self._log_skip(env, message, reason)
+            return self.store.finish_message(message["id"], "skipped", reason=reason)
+        return self.deliver(message["id"])
+
+    def retry_failed(self, env: str | None = None) -> dict[str, int]:
+        """Send again every ``failed`` message (oldest first); counts by outcome."""
+        counts = {"sent": 0, "failed": 0, "skipped": 0}
+        for message_id in self.store.failed_message_ids(env):
+            message = self.store.message(message_id)
+            if not self.store.environment(message["env"])["active"]:
+                counts["skipped"] += 1
+                continue
+            message = self.deliver(message_id)
+            counts[message["status"] if message["status"] in counts else "failed"] += 1
+        return counts
+
+    def send_test_message(self, env: str) -> TestMessageResult:
+        """Post a test message to the mirror channel; a permalink or the exact cause."""
+        settings = self.store.environment(env)
+        channel_id = settings["mirror_channel_id"]
+        if not settings["bot_token"] or not settings["server_url"]:
+            return TestMessageResult(False, error="Fill in and verify the authentication screen first.")
+        if not channel_id:
+            return TestMessageResult(False, error="Choose a mirror channel and save first.")
+        client = self.client(settings)
+        text = (
+            f"Mattermost Bridge test message from the **{env}** environment. "
+            "If you can read this, the bot can post here."
+        )
+        try:
+            post = client.create_post(channel_id, text, action="test_message")
+        except mm.MattermostError as exc:
+            return TestMessageResult(False, error=explain(exc, settings, channel_id))
+        return TestMessageResult(True, permalink=f"{client.base_url}/_redirect/pl/{post['id']}")
+
+    # -- the send itself ------------------------------------------------------
+
+    def deliver(self, message_id: int) -> dict[str, Any]:
+        """Post a stored message (all its parts); returns it with its final status."""
+        message = self.store.message(message_id)
+        settings = self.store.environment(message["env"])
+        if not settings["active"]:
+            reason = "environment is inactive"
+            self._log_skip(message["env"], message, reason)
+            return self.store.finish_message(message_id, "skipped", reason=reason)
+        if not self.store.claim_message(message_id):
+            return message  # another worker is sending it right now
+        channel_id = message["channel_id"]
+        try:
+            channel_id, root_id = self._placement(message, settings)
+            self._post_parts(message, settings, channel_id, root_id)
+        except mm.MattermostError as exc:
+            return self.store.finish_message(
+                message_id, "failed", channel_id=channel_id, error=explain(exc, settings, channel_id)
+            )
+        except _NotPlaceable as exc:
+            return self.store.finish_message(message_id, "failed", error=str(exc))
+        return self.store.finish_message(message_id, "sent", channel_id=channel_id)
+
+    def _placement(self, message: dict, settings: dict) -> tuple[str, str]:
+        """The channel and thread root a message goes to."""
+        if message["direction"] == "notification":
+            return message["channel_id"], ""
+        conversation = self.store.conversation(message["conversation_id"])
+        if conversation["root_post_id"]:
+            return conversation["channel_id"], conversation["root_post_id"]
+        if not settings["mirror_channel_id"]:
+            raise _NotPlaceable("no mirror channel is configured for this environment")
+        first = self.store.first_message(conversation["id"])
+        if first["id"] == message["id"]:
+            return settings["mirror_channel_id"], ""
+        # The thread's root failed earlier: post it first so the order holds.
+        first = self.deliver(first["id"])
+        conversation = self.store.conversation(conversation["id"])
+        if not conversation["root_post_id"]:
+            raise _NotPlaceable(
+                "the conversation's first message is not posted yet: "
+                + (first["error"] or first["status"])
+            )
+        return conversation["channel_id"], conversation["root_post_id"]
+
+    def _post_parts(self, message: dict, settings: dict, channel_id: str, root_id: str) -> None:
+        client = self.client(settings, message)
+        parts = split_text(format_message(message, is_root=not root_id), mm.MAX_POST_SIZE)
+        posted = list(message["chunk_post_ids"])
+        for index, part in enumerate(parts):
+            if index < len(posted):
+                continue  # sent by an earlier attempt
+            post = self._post_with_retry(
+                client,
+                channel_id,
+                part,
+                root_id=root_id or (posted[0] if posted else ""),
+                pending_post_id=f"{message['pending_key']}:{index}",
+                props={"bridge_message_id": str(message["id"])},
+            )
+            posted.append(post["id"])
+            self.store.record_chunk_posted(message["id"], posted)
+            if index == 0 and not root_id and message["conversation_id"]:
+                self.store.set_conversation_root(message["conversation_id"], post["id"], channel_id)
+
+    def _post_with_retry(self, client: mm.MattermostClient, channel_id: str, text: str, **kw) -> dict:
+        deadline = time.monotonic() + self.retry_budget
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return client.create_post(channel_id, text, **kw)
+            except mm.MattermostError as exc:
+                if not exc.retryable or attempt == MAX_ATTEMPTS - 1:
+                    raise
+                wait = (
+                    exc.retry_after
+                    if isinstance(exc, mm.RateLimited)
+                    else BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+                )
+                if time.monotonic() + wait >= deadline:
+                    raise
+                self.sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # -- helpers --------------------------------------------------------------
+
+    def client(self, settings: dict, message: dict | None = None) -> mm.MattermostClient:
+        """A client for an environment whose calls land in the integration log."""
+        return logged_client(
+            self.store, settings, session=self.session, timeout=self.timeout, message=message
+        )
+
+    def _log_skip(self, env: str, message: dict, reason: str) -> None:
+        self.store.log(
+            env=env,
+            direction="outbound",
+            action="post",
+            target=message.get("channel_id", ""),
+            outcome="ignored",
+            error=f"skipped: {reason}",
+            conversation_id=message.get("conversation_id") or "",
+            message_id=message["id"],
+        )
+
+
+class _NotPlaceable(Exception):
+    """The message has nowhere to go yet (no channel, or its thread root failed)."""
+
+
+def format_message(message: dict, *, is_root: bool) -> str:
+    """The post text: visitor text neutralized and attributed, notifications as given."""
+    if message["direction"] == "notification":
+        return message["text"]
+    name = neutralize_mentions(" ".join(message["author"].split())) or "Visitor"
+    text = neutralize_mentions(message["text"])
+    if is_root:
+        return f"**{name}** started a web chat:\n{text}"
+    return f"**{name}:** {text}"
+
+
+def explain(exc: mm.MattermostError, settings: dict, channel_id: str) -> str:
+    """The error as an admin should read it, naming the bot and the channel."""
+    bot = f"@{settings['bot_username']}" if settings.get("bot_username") else "the bot"
+    if isinstance(exc, mm.Forbidden):
+        channel = channel_label(settings, channel_id)
+        return (
+            f"403: {bot} is not a member of {channel} — add it to the channel "
+            f"(/invite {bot}) and try again."
+        )
+    if isinstance(exc, mm.Unauthorized):
+        return "401: the bot token is invalid or has been revoked — create a new token."
+    return str(exc)
+
+
+def channel_label(settings: dict, channel_id: str) -> str:
+    if channel_id and channel_id == settings.get("mirror_channel_id"):
+        name = settings.get("mirror_channel_name") or channel_id
+        return f"channel {name}"
+    return f"channel {channel_id}" if channel_id else "the channel"
+
+
+__all__ = ["ConversationClosed", "NotFound", "Sender", "TestMessageResult", "explain"]

@@ -1,0 +1,656 @@
+"""The bridge's SQLite database: schema, migrations and every query.
+
+All SQL of the project lives here. Callers get plain dicts back and never see
+a cursor. One :class:`Store` is opened per request (or per CLI command) and
+closed afterwards; gunicorn workers each open their own connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+ENVIRONMENTS = ("test", "production")
+DIRECTIONS = ("outbound", "inbound", "callback")
+OUTCOMES = ("ok", "error", "rejected", "ignored")
+LOG_PAGE_SIZE = 50
+MESSAGES_PAGE_SIZE = 100
+# A message stuck in 'sending' longer than this was abandoned by a dead worker.
+STALE_SENDING_SECONDS = 300
+
+# Each entry migrates the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        server_url TEXT NOT NULL DEFAULT '',
+        bot_token TEXT NOT NULL DEFAULT '',
+        bot_user_id TEXT NOT NULL DEFAULT '',
+        bot_username TEXT NOT NULL DEFAULT '',
+        bot_is_bot INTEGER NOT NULL DEFAULT 0,
+        server_version TEXT NOT NULL DEFAULT '',
+        verified_at REAL,
+        webhook_token TEXT NOT NULL DEFAULT '',
+        mirror_channel_id TEXT NOT NULL DEFAULT '',
+        mirror_channel_name TEXT NOT NULL DEFAULT '',
+        notify_map TEXT NOT NULL DEFAULT '{}',
+        callback_url TEXT NOT NULL DEFAULT '',
+        callback_secret TEXT NOT NULL DEFAULT '',
+        api_key_hash TEXT NOT NULL DEFAULT '',
+        active INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL
+    );
+    INSERT INTO environments (name) VALUES ('test'), ('production');
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL REFERENCES environments(name),
+        visitor_name TEXT NOT NULL,
+        visitor_email TEXT NOT NULL DEFAULT '',
+        external_id TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'open',
+        root_post_id TEXT NOT NULL DEFAULT '',
+        channel_id TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE INDEX conversations_env_created ON conversations(env, created_at);
+    CREATE UNIQUE INDEX conversations_root_post ON conversations(env, root_post_id)
+        WHERE root_post_id != '';
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL REFERENCES environments(name),
+        conversation_id TEXT REFERENCES conversations(id),
+        direction TEXT NOT NULL,
+        notification_type TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        channel_id TEXT NOT NULL DEFAULT '',
+        post_id TEXT NOT NULL DEFAULT '',
+        chunk_post_ids TEXT NOT NULL DEFAULT '[]',
+        pending_key TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX messages_conversation ON messages(conversation_id, id);
+    CREATE INDEX messages_status ON messages(status, env, id);
+    CREATE TABLE log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        env TEXT NOT NULL DEFAULT '',
+        direction TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        http_status INTEGER,
+        duration_ms REAL,
+        error TEXT NOT NULL DEFAULT '',
+        conversation_id TEXT NOT NULL DEFAULT '',
+        message_id INTEGER,
+        post_id TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX log_env ON log(env, id);
+    CREATE INDEX log_direction ON log(direction, id);
+    CREATE INDEX log_outcome ON log(outcome, id);
+    CREATE INDEX log_env_direction_outcome ON log(env, direction, outcome, id);
+    CREATE INDEX log_ts ON log(ts);
+    """,
+    # 2: inbound replies, their delivery to the host, user names, chat rate limit.
+    """
+    ALTER TABLE messages ADD COLUMN delivery_status TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN delivery_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN next_delivery_at REAL;
+    CREATE UNIQUE INDEX messages_inbound_post ON messages(env, post_id)
+        WHERE direction IN ('agent', 'note', 'event');
+    CREATE INDEX messages_delivery ON messages(delivery_status, next_delivery_at);
+    CREATE TABLE mm_users (
+        env TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        is_bot INTEGER NOT NULL DEFAULT 0,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (env, user_id)
+    );
+    ALTER TABLE environments ADD COLUMN accept_other_bots INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE rate_limits (
+        bucket TEXT PRIMARY KEY,
+        window_start REAL NOT NULL,
+        hits INTEGER NOT NULL
+    );
+    """,
+]
+
+
+class NotFound(LookupError):
+    """A row the caller asked for by id does not exist."""
+
+
+def hash_api_key(key: str) -> str:
+    """Keys are stored hashed: a leaked database does not leak working keys."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id() -> str:
+    """A 26-character lowercase id, the shape Mattermost uses for its own ids."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the database in autocommit mode, WAL journal, 5 s busy timeout."""
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Store:
+    """Every read and write the bridge makes.
+
+    :param path: the SQLite file; created when missing.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.db = Database(connect(path))
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- transactions and schema ---------------------------------------------
+
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[None]:
+        """A transaction that reads then writes: take the write lock up front.
+
+        A DEFERRED transaction that upgrades to a writer fails at once with
+        "database is locked" under contention; IMMEDIATE waits its turn.
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(row["value"]) if row else 0
+
+    def migrate(self) -> int:
+        """Bring the schema to the newest version; safe to run again.
+
+        :returns: the schema version now in force.
+        """
+        with self.immediate():
+            version = self.schema_version()
+            for script in MIGRATIONS[version:]:
+                for statement in _split_sql(script):
+                    self.db.execute(statement)
+                version += 1
+                self.db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [str(version)],
+                )
+        return version
+
+    # -- meta ------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        return row["value"] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    # -- environments ----------------------------------------------------------
+
+    def environment(self, name: str) -> dict[str, Any]:
+        """One environment's settings, with ``notify_map`` decoded to a dict."""
+        row = self._one("SELECT * FROM environments WHERE name = ?", [name])
+        if row is None:
+            raise NotFound(f"unknown environment {name!r}: use 'test' or 'production'")
+        row["notify_map"] = json.loads(row["notify_map"])
+        row["active"] = bool(row["active"])
+        row["accept_other_bots"] = bool(row.get("accept_other_bots"))
+        row["bot_is_bot"] = bool(row["bot_is_bot"])
+        return row
+
+    def environments(self) -> list[dict[str, Any]]:
+        return [self.environment(name) for name in ENVIRONMENTS]
+
+    def update_environment(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Change some settings of an environment; the others keep their values."""
+        self.environment(name)
+        if "notify_map" in fields:
+            fields["notify_map"] = json.dumps(fields["notify_map"], sort_keys=True)
+        fields["updated_at"] = time.time()
+        self.db.table("environments").update(name, fields)
+        return self.environment(name)
+
+    def environment_for_api_key(self, key: str) -> dict[str, Any] | None:
+        row = self._one(
+            "SELECT name FROM environments WHERE api_key_hash = ? AND api_key_hash != ''",
+            [hash_api_key(key)],
+        )
+        return self.environment(row["name"]) if row else None
+
+    # -- conversations ---------------------------------------------------------
+
+    def create_conversation(
+        self, env: str, visitor_name: str, visitor_email: str, external_id: str, text: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Store a conversation and its first visitor message, both at once."""
+        now = time.time()
+        conversation_id = new_id()
+        with self.db.atomic():
+            self.db.table("conversations").insert(
+                {
+                    "id": conversation_id,
+                    "env": env,
+                    "visitor_name": visitor_name,
+                    "visitor_email": visitor_email,
+                    "external_id": external_id,
+                    "status": "open",
+                    "created_at": now,
+                }
+            )
+            message = self._insert_message(
+                env=env,
+                conversation_id=conversation_id,
+                direction="visitor",
+                author=visitor_name,
+                text=text,
+                now=now,
+            )
+        return self.conversation(conversation_id), message
+
+    def conversation(self, conversation_id: str, env: str | None = None) -> dict[str, Any]:
+        sql = "SELECT * FROM conversations WHERE id = ?"
+        params: list[Any] = [conversation_id]
+        if env is not None:
+            sql += " AND env = ?"
+            params.append(env)
+        row = self._one(sql, params)
+        if row is None:
+            raise NotFound(f"no conversation with id {conversation_id!r}")
+        return row
+
+    def conversation_for_root_post(self, env: str, root_post_id: str) -> dict[str, Any] | None:
+        return self._one(
+            "SELECT * FROM conversations WHERE env = ? AND root_post_id = ?", [env, root_post_id]
+        )
+
+    def set_conversation_root(self, conversation_id: str, root_post_id: str, channel_id: str) -> None:
+        self.db.execute(
+            "UPDATE conversations SET root_post_id = ?, channel_id = ? WHERE id = ?",
+            [root_post_id, channel_id, conversation_id],
+        )
+
+    def close_conversation(self, conversation_id: str) -> None:
+        self.db.execute(
+            "UPDATE conversations SET status = 'closed', closed_at = ? WHERE id = ?",
+            [time.time(), conversation_id],
+        )
+
+    def recent_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
+                " AS message_count FROM conversations c ORDER BY created_at DESC LIMIT ?",
+                [limit],
+            )
+        )
+
+    # -- messages --------------------------------------------------------------
+
+    def add_visitor_message(self, env: str, conversation_id: str, author: str, text: str) -> dict:
+        return self._insert_message(
+            env=env, conversation_id=conversation_id, direction="visitor", author=author, text=text
+        )
+
+    def add_notification(self, env: str, notification_type: str, text: str, channel_id: str) -> dict:
+        return self._insert_message(
+            env=env,
+            conversation_id=None,
+            direction="notification",
+            author=notification_type,
+            text=text,
+            notification_type=notification_type,
+            channel_id=channel_id,
+        )
+
+    def _insert_message(self, *, now: float | None = None, **fields: Any) -> dict[str, Any]:
+        now = now or time.time()
+        row = {
+            "status": "pending",
+            # Sent as Mattermost's pending_post_id: a repeat within 30 s is dropped.
+            "pending_key": new_id(),
+            "created_at": now,
+            "updated_at": now,
+            **fields,
+        }
+        message_id = self.db.table("messages").insert(row).last_pk
+        return self.message(message_id)
+
+    def message(self, message_id: int) -> dict[str, Any]:
+        try:
+            row = self.db.table("messages").get(message_id)
+        except NotFoundError:
+            raise NotFound(f"no message with id {message_id!r}") from None
+        row["chunk_post_ids"] = json.loads(row["chunk_post_ids"])
+        return row
+
+    def messages_after(
+        self,
+        conversation_id: str,
+        after_id: int = 0,
+        limit: int = MESSAGES_PAGE_SIZE,
+        *,
+        visitor_view: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One page of a conversation's messages, oldest first, keyset by id.
+
+        :param visitor_view: only what the visitor may see (no internal notes).
+        """
+        only = " AND direction IN ('visitor', 'agent')" if visitor_view else ""
+        return list(
+            self.db.query(
+                "SELECT id, direction, author, text, created_at, status, error, post_id,"
+                " delivery_status FROM messages"
+                f" WHERE conversation_id = ? AND id > ?{only} ORDER BY id LIMIT ?",
+                [conversation_id, after_id, limit],
+            )
+        )
+
+    # -- inbound replies ---------------------------------------------------------
+
+    def inbound_post_seen(self, env: str, post_id: str) -> bool:
+        return (
+            self._one(
+                "SELECT 1 AS seen FROM messages WHERE env = ? AND post_id = ?"
+                " AND direction IN ('agent', 'note', 'event')",
+                [env, post_id],
+            )
+            is not None
+        )
+
+    def add_inbound_message(
+        self,
+        *,
+        env: str,
+        conversation_id: str,
+        direction: str,
+        author: str,
+        text: str,
+        post_id: str,
+        delivery_status: str = "",
+    ) -> dict[str, Any] | None:
+        """Store an agent reply, note or thread event once per Mattermost post.
+
+        :returns: the new message, or None when this post was already stored
+            (a repeated delivery, maybe racing in another worker).
+        """
+        now = time.time()
+        try:
+            cursor = self.db.execute(
+                "INSERT INTO messages (env, conversation_id, direction, author, text, status,"
+                " channel_id, post_id, pending_key, created_at, updated_at, delivery_status,"
+                " next_delivery_at) VALUES (?, ?, ?, ?, ?, 'sent', '', ?, ?, ?, ?, ?, ?)",
+                [env, conversation_id, direction, author, text, post_id, new_id(), now, now,
+                 delivery_status, now if delivery_status else None],
+            )
+        except sqlite3.IntegrityError:
+            return None
+        return self.message(cursor.lastrowid)
+
+    def cached_user(self, env: str, user_id: str, max_age: float) -> dict[str, Any] | None:
+        return self._one(
+            "SELECT * FROM mm_users WHERE env = ? AND user_id = ? AND fetched_at > ?",
+            [env, user_id, time.time() - max_age],
+        )
+
+    def cache_user(self, env: str, user_id: str, display_name: str, is_bot: bool) -> None:
+        self.db.execute(
+            "INSERT INTO mm_users (env, user_id, display_name, is_bot, fetched_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(env, user_id) DO UPDATE SET"
+            " display_name = excluded.display_name, is_bot = excluded.is_bot,"
+            " fetched_at = excluded.fetched_at",
+            [env, user_id, display_name, int(is_bot), time.time()],
+        )
+
+    # -- reply callbacks to the host ---------------------------------------------
+
+    def claim_delivery(self, message_id: int, *, ignore_schedule: bool = False) -> bool:
+        """Take a due callback delivery; False when another worker has it."""
+        now = time.time()
+        due = float("inf") if ignore_schedule else now
+        cursor = self.db.execute(
+            "UPDATE messages SET delivery_status = 'sending',"
+            " delivery_attempts = delivery_attempts + 1, next_delivery_at = ?"
+            " WHERE id = ? AND (delivery_status IN ('pending', 'failed')"
+            " OR (delivery_status = 'sending' AND next_delivery_at <= ?))"
+            " AND (next_delivery_at IS NULL OR next_delivery_at <= ?)",
+            # A crashed worker's claim becomes due again after STALE_SENDING_SECONDS.
+            [now + STALE_SENDING_SECONDS, message_id, now, due],
+        )
+        return cursor.rowcount == 1
+
+    def finish_delivery(self, message_id: int, status: str, next_at: float | None = None) -> None:
+        self.db.execute(
+            "UPDATE messages SET delivery_status = ?, next_delivery_at = ? WHERE id = ?",
+            [status, next_at, message_id],
+        )
+
+    def due_delivery_ids(self, env: str | None = None, limit: int = 500) -> list[int]:
+        sql = (
+            "SELECT id FROM messages WHERE delivery_status IN ('pending', 'failed', 'sending')"
+            " AND next_delivery_at <= ?"
+        )
+        params: list[Any] = [time.time()]
+        if env:
+            sql += " AND env = ?"
+            params.append(env)
+        params.append(limit)
+        return [row["id"] for row in self.db.query(sql + " ORDER BY id LIMIT ?", params)]
+
+    # -- rate limits ---------------------------------------------------------------
+
+    def hit_rate_limit(self, bucket: str, *, limit: int, window: float) -> bool:
+        """Count one hit in a fixed window; True when the bucket is over its limit."""
+        now = time.time()
+        with self.immediate():
+            row = self._one("SELECT * FROM rate_limits WHERE bucket = ?", [bucket])
+            if row is None or row["window_start"] <= now - window:
+                self.db.execute(
+                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, ?, 1)"
+                    " ON CONFLICT(bucket) DO UPDATE SET window_start = ?, hits = 1",
+                    [bucket, now, now],
+                )
+                return False
+            self.db.execute("UPDATE rate_limits SET hits = hits + 1 WHERE bucket = ?", [bucket])
+            return row["hits"] + 1 > limit
+
+    def first_message(self, conversation_id: str) -> dict[str, Any]:
+        row = self._one(
+            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 1",
+            [conversation_id],
+        )
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} has no message")
+        return self.message(row["id"])
+
+    def claim_message(self, message_id: int) -> bool:
+        """Mark a message as being sent; False when another worker already is.
+
+        The conditional UPDATE is atomic, so of two workers retrying the same
+        message only one posts it.
+        """
+        now = time.time()
+        cursor = self.db.execute(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?"
+            " WHERE id = ? AND (status IN ('pending', 'failed')"
+            " OR (status = 'sending' AND updated_at < ?))",
+            [now, message_id, now - STALE_SENDING_SECONDS],
+        )
+        return cursor.rowcount == 1
+
+    def record_chunk_posted(self, message_id: int, post_ids: list[str]) -> None:
+        """Remember which parts of a split message are already posted."""
+        self.db.execute(
+            "UPDATE messages SET chunk_post_ids = ?, post_id = ?, updated_at = ? WHERE id = ?",
+            [json.dumps(post_ids), post_ids[0] if post_ids else "", time.time(), message_id],
+        )
+
+    def finish_message(
+        self,
+        message_id: int,
+        status: str,
+        *,
+        channel_id: str | None = None,
+        error: str = "",
+        reason: str = "",
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "reason": reason,
+            "updated_at": time.time(),
+        }
+        if channel_id is not None:
+            fields["channel_id"] = channel_id
+        self.db.table("messages").update(message_id, fields)
+        return self.message(message_id)
+
+    def failed_message_ids(self, env: str | None = None) -> list[int]:
+        """Messages to retry, oldest first so a thread's root goes before its replies."""
+        sql = (
+            "SELECT id FROM messages WHERE (status = 'failed'"
+            " OR (status = 'sending' AND updated_at < ?))"
+        )
+        params: list[Any] = [time.time() - STALE_SENDING_SECONDS]
+        if env:
+            sql += " AND env = ?"
+            params.append(env)
+        return [row["id"] for row in self.db.query(sql + " ORDER BY id", params)]
+
+    def count_failed(self, env: str) -> int:
+        row = self._one(
+            "SELECT COUNT(*) AS n FROM messages WHERE env = ? AND status = 'failed'", [env]
+        )
+        return row["n"]
+
+    # -- integration log -------------------------------------------------------
+
+    def log(
+        self,
+        *,
+        env: str,
+        direction: str,
+        action: str,
+        outcome: str,
+        target: str = "",
+        http_status: int | None = None,
+        duration_ms: float | None = None,
+        error: str = "",
+        conversation_id: str = "",
+        message_id: int | None = None,
+        post_id: str = "",
+    ) -> int:
+        """Append one row to the integration log; returns its id."""
+        cursor = self.db.execute(
+            "INSERT INTO log (ts, env, direction, action, target, outcome, http_status,"
+            " duration_ms, error, conversation_id, message_id, post_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                time.time(),
+                env,
+                direction,
+                action,
+                target,
+                outcome,
+                http_status,
+                duration_ms,
+                error[:2000],
+                conversation_id,
+                message_id,
+                post_id,
+            ],
+        )
+        return cursor.lastrowid
+
+    def log_page(
+        self,
+        *,
+        env: str = "",
+        direction: str = "",
+        outcome: str = "",
+        before_id: int | None = None,
+        after_id: int | None = None,
+        limit: int = LOG_PAGE_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Log rows newest first, filtered, keyset-paginated by id.
+
+        :param before_id: rows older than this id (the next page).
+        :param after_id: rows newer than this id (the live tail).
+        """
+        clauses, params = [], []
+        for column, value in (("env", env), ("direction", direction), ("outcome", outcome)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        if after_id is not None:
+            clauses.append("id > ?")
+            params.append(after_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        return list(self.db.query(f"SELECT * FROM log {where} ORDER BY id DESC LIMIT ?", params))
+
+    def last_log(self, env: str, direction: str, outcome: str = "ok", action: str = "") -> dict | None:
+        sql = "SELECT * FROM log WHERE env = ? AND direction = ? AND outcome = ?"
+        params: list[Any] = [env, direction, outcome]
+        if action:
+            sql += " AND action = ?"
+            params.append(action)
+        return self._one(sql + " ORDER BY id DESC LIMIT 1", params)
+
+    def prune_log(self, days: float) -> int:
+        """Delete log rows older than ``days``; returns how many went."""
+        cursor = self.db.execute("DELETE FROM log WHERE ts < ?", [time.time() - days * 86400])
+        return cursor.rowcount
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _one(self, sql: str, params: list[Any] | None = None) -> dict[str, Any] | None:
+        return next(iter(self.db.query(sql, params or [])), None)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script; the scripts hold no ';' inside literals."""
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,49 @@
+"""Text shaping for Mattermost posts: mentions neutralized, long text split."""
+
+from __future__ import annotations
+
+import re
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+# An @ that starts a mention: not inside a word or an e-mail address.
+_MENTION = re.compile(r"(?<![\w.@])@(?=[A-Za-z0-9_.\-])")
+
+
+def neutralize_mentions(text: str) -> str:
+    """Stop visitor text from pinging anyone in Mattermost.
+
+    ``@channel``, ``@here``, ``@all`` and ``@user`` get a zero-width space
+    after the ``@``: the text reads the same, Mattermost sees no mention.
+    Visitors have no business notifying staff by name; e-mail addresses are
+    left alone.
+    """
+    return _MENTION.sub("@" + ZERO_WIDTH_SPACE, text)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split text into parts of at most ``limit`` characters, in order.
+
+    Cuts after the last line break, else the last space, in the second half
+    of a part; otherwise hard at the limit. Joining the parts gives the text.
+    """
+    if limit < 2:
+        raise ValueError("limit must be at least 2")
+    parts = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut < limit // 2:
+            cut = limit - 1
+        parts.append(text[: cut + 1])
+        text = text[cut + 1 :]
+    parts.append(text)
+    return parts
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    """A short single-line preview of text."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,334 @@
+"""Admin screens: dashboard, authentication and configuration per environment."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length, ValidationError
+
+from .. import htmx
+from .. import mattermost as mm
+from ..db import get_sender, get_store
+from ..integration import (
+    activation_problems,
+    channel_groups,
+    channel_label,
+    logged_client,
+    mask_secret,
+    new_api_key,
+    verify_bot,
+)
+from ..store import NotFound
+from .auth import login_required
+
+bp = Blueprint("admin", __name__)
+ENV = "<any(test, production):env>"
+NOTIFY_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """Every admin screen is behind the login."""
+
+
+# -- dashboard ----------------------------------------------------------------------
+
+
+@bp.get("/")
+def dashboard():
+    store = get_store()
+    cards = []
+    for settings in store.environments():
+        cards.append(
+            {
+                "settings": settings,
+                "failed": store.count_failed(settings["name"]),
+                "last_send": store.last_log(settings["name"], "outbound", action="post"),
+                "last_inbound": store.last_log(settings["name"], "inbound"),
+            }
+        )
+    return render_template("admin/dashboard.html", cards=cards)
+
+
+# -- authentication screen ----------------------------------------------------------
+
+
+def _server_url(form, field):
+    try:
+        field.data = mm.normalize_server_url(field.data)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class AuthForm(FlaskForm):
+    server_url = StringField(
+        "Server URL", validators=[DataRequired(), Length(max=300), _server_url],
+        description="The address you open Mattermost at, e.g. https://chat.example.com",
+    )
+    bot_token = PasswordField(
+        "Bot token", validators=[Length(max=200)],
+        description="The bot account's access token. Leave empty to keep the saved one.",
+    )
+    webhook_token = PasswordField(
+        "Outgoing webhook token", validators=[Length(max=200)],
+        description="Shown by Mattermost when you create the outgoing webhook. "
+        "Leave empty to keep the saved one.",
+    )
+
+
+@bp.route(f"/env/{ENV}/auth", methods=["GET", "POST"])
+def env_auth(env: str):
+    store = get_store()
+    settings = store.environment(env)
+    form = AuthForm(data={"server_url": settings["server_url"]})
+    verification = None
+    if form.validate_on_submit():
+        fields = {"server_url": form.server_url.data}
+        for name in ("bot_token", "webhook_token"):
+            value = (form[name].data or "").strip()
+            if value:  # empty keeps the saved secret
+                fields[name] = value
+        identity_changed = (
+            fields["server_url"] != settings["server_url"] or "bot_token" in fields
+        )
+        if identity_changed:
+            # A new server or token is a new bot until it is verified.
+            fields.update(bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None)
+        settings = store.update_environment(env, **fields)
+        verification = _verify(settings)
+        settings = store.environment(env)
+        if not htmx:
+            flash("Saved. " + verification["summary"], "ok" if verification["ok"] else "error")
+            return redirect(url_for("admin.env_auth", env=env))
+    template = "admin/_auth_form.html" if htmx else "admin/auth.html"
+    return render_template(
+        template,
+        env=env,
+        form=form,
+        settings=settings,
+        masked=_masked(settings),
+        verification=verification,
+        inbound_url=inbound_url(env),
+    )
+
+
+@bp.post(f"/env/{ENV}/auth/verify")
+def env_verify(env: str):
+    settings = get_store().environment(env)
+    if not settings["server_url"] or not settings["bot_token"]:
+        verification = {"ok": False, "summary": "Save a server URL and a bot token first."}
+    else:
+        verification = _verify(settings)
+    return render_template("admin/_verify_result.html", verification=verification)
+
+
+def _verify(settings: dict) -> dict:
+    """Check the saved token; remember who the bot is when it works."""
+    store = get_store()
+    client = logged_client(store, settings, session=current_app.config.get("MATTERMOST_SESSION"))
+    try:
+        identity = verify_bot(client)
+    except mm.MattermostError as exc:
+        store.update_environment(
+            settings["name"], bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None
+        )
+        return {"ok": False, "summary": str(exc), "error_class": type(exc).__name__}
+    store.update_environment(settings["name"], **identity.as_fields())
+    summary = f"Verified @{identity.username}"
+    return {"ok": True, "summary": summary, "identity": identity}
+
+
+def _masked(settings: dict) -> dict:
+    return {
+        "bot_token": mask_secret(settings["bot_token"]),
+        "webhook_token": mask_secret(settings["webhook_token"]),
+        "callback_secret": mask_secret(settings["callback_secret"]),
+    }
+
+
+def inbound_url(env: str) -> str:
+    """The address Mattermost's outgoing webhook must call."""
+    path = url_for("hooks.receive", env=env)
+    base = current_app.config["PUBLIC_URL"]
+    if base:
+        return base + path[len(request.script_root):]
+    return request.host_url.rstrip("/") + path
+
+
+# -- configuration screen -------------------------------------------------------------
+
+
+@bp.route(f"/env/{ENV}/config", methods=["GET", "POST"])
+def env_config(env: str):
+    store = get_store()
+    settings = store.environment(env)
+    groups, load_error = _channel_groups(settings)
+    known = {c["id"]: c for group in groups for c in group.channels}
+    errors: list[str] = []
+    form_rows = None
+    if request.method == "POST":
+        mirror_id = request.form.get("mirror_channel_id", "").strip()
+        rows = _notify_rows(request.form)
+        callback_url = request.form.get("callback_url", "").strip()
+        callback_secret = request.form.get("callback_secret", "").strip()
+        errors = _config_errors(settings, known, mirror_id, rows, callback_url)
+        if not errors:
+            fields = {
+                "mirror_channel_id": mirror_id,
+                "mirror_channel_name": channel_label(known[mirror_id])
+                if mirror_id in known
+                else settings["mirror_channel_name"] if mirror_id == settings["mirror_channel_id"]
+                else "",
+                "notify_map": {kind: channel for kind, channel in rows if channel},
+                "callback_url": callback_url,
+            }
+            if callback_secret:
+                fields["callback_secret"] = callback_secret
+            store.update_environment(env, **fields)
+            flash("Configuration saved.", "ok")
+            if mirror_id in known and known[mirror_id]["type"] != "O":
+                flash(
+                    "The mirror channel is private: Mattermost fires outgoing webhooks only in "
+                    "public channels, so agents' replies will not come back.",
+                    "error",
+                )
+            return redirect(url_for("admin.env_config", env=env))
+        form_rows = rows
+    return render_template(
+        "admin/config.html",
+        env=env,
+        settings=settings,
+        groups=groups,
+        known=known,
+        load_error=load_error,
+        errors=errors,
+        rows=form_rows if form_rows is not None else sorted(settings["notify_map"].items()),
+        masked=_masked(settings),
+        problems=activation_problems(settings),
+        embed_snippet=_embed_snippet(env),
+    )
+
+
+def _channel_groups(settings: dict):
+    """The bot's channels from Mattermost, or the reason they cannot be listed."""
+    if not settings["bot_user_id"]:
+        return [], "Verify the bot on the authentication screen first."
+    client = logged_client(
+        get_store(), settings, session=current_app.config.get("MATTERMOST_SESSION")
+    )
+    try:
+        return channel_groups(client, settings["bot_user_id"]), ""
+    except mm.MattermostError as exc:
+        return [], f"Could not list the bot's channels: {exc}"
+
+
+def _notify_rows(form) -> list[tuple[str, str]]:
+    kinds = form.getlist("notify_type")
+    channels = form.getlist("notify_channel")
+    rows = []
+    for kind, channel in zip(kinds, channels, strict=False):
+        if kind.strip() or channel.strip():
+            rows.append((kind.strip(), channel.strip()))
+    return rows
+
+
+def _config_errors(settings, known, mirror_id, rows, callback_url) -> list[str]:
+    errors = []
+    allowed = set(known) | {settings["mirror_channel_id"]} | set(settings["notify_map"].values())
+    if mirror_id and mirror_id not in allowed:
+        errors.append("The chosen mirror channel is not one the bot is a member of.")
+    if settings["active"] and not mirror_id:
+        errors.append("An active environment needs a mirror channel: deactivate it first.")
+    seen = set()
+    for kind, channel in rows:
+        if not NOTIFY_TYPE.match(kind):
+            errors.append(
+                f"Notification type {kind or '(empty)'!r}: use letters, digits and . _ : - "
+                "(like booking.created)."
+            )
+        elif kind in seen:
+            errors.append(f"Notification type {kind!r} appears twice.")
+        seen.add(kind)
+        if channel and channel not in allowed:
+            errors.append(f"The channel for {kind!r} is not one the bot is a member of.")
+    if callback_url and not re.match(r"^https?://[^\s/]+", callback_url):
+        errors.append("The reply callback URL must start with http:// or https://.")
+    return errors
+
+
+def _embed_snippet(env: str) -> str:
+    if "chat.page" not in current_app.view_functions:
+        return ""
+    src = url_for("chat.page", env=env, _external=True)
+    return (
+        f'<iframe src="{src}" title="Chat with us" '
+        'style="width:380px;height:560px;border:1px solid #ccc;border-radius:8px"></iframe>'
+    )
+
+
+@bp.get(f"/env/{ENV}/config/notify-row")
+def notify_row(env: str):
+    settings = get_store().environment(env)
+    groups, _ = _channel_groups(settings)
+    return render_template(
+        "admin/_notify_row.html", kind="", channel="", groups=groups, known={}, settings=settings
+    )
+
+
+@bp.post(f"/env/{ENV}/activate")
+def activate(env: str):
+    store = get_store()
+    problems = activation_problems(store.environment(env))
+    if problems:
+        flash("Cannot activate yet: " + "; ".join(problems) + ".", "error")
+    else:
+        store.update_environment(env, active=1)
+        flash(f"The {env} integration is active: conversations are mirrored.", "ok")
+    return redirect(url_for("admin.env_config", env=env))
+
+
+@bp.post(f"/env/{ENV}/deactivate")
+def deactivate(env: str):
+    get_store().update_environment(env, active=0)
+    flash(
+        f"The {env} integration is inactive: nothing is posted and replies are ignored.", "ok"
+    )
+    return redirect(url_for("admin.env_config", env=env))
+
+
+@bp.post(f"/env/{ENV}/test-message")
+def test_message(env: str):
+    result = get_sender().send_test_message(env)
+    return render_template("admin/_test_result.html", result=result)
+
+
+@bp.post(f"/env/{ENV}/api-key")
+def api_key(env: str):
+    key = new_api_key(get_store(), env)
+    return render_template("admin/_api_key.html", key=key, env=env)
+
+
+# -- conversations --------------------------------------------------------------------
+
+
+@bp.get("/conversations")
+def conversations():
+    return render_template(
+        "admin/conversations.html", conversations=get_store().recent_conversations()
+    )
+
+
+@bp.get("/conversations/<conversation_id>")
+def conversation(conversation_id: str):
+    store = get_store()
+    try:
+        item = store.conversation(conversation_id)
+    except NotFound:
+        abort(404, f"No conversation {conversation_id}: it may have been started elsewhere.")
+    messages = store.messages_after(conversation_id, 0, limit=1000)
+    return render_template("admin/conversation.html", conversation=item, messages=messages)
+

@@ -1,0 +1,187 @@
+"""The host API: JSON, ``Authorization: Bearer <environment API key>``.
+
+A Mattermost failure is not the caller's error: the message is accepted,
+kept, and its ``status`` says what happened (201 either way).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+
+from ..db import get_sender, get_store
+from ..errors import ApiError
+from ..sender import ConversationClosed
+from ..store import NotFound
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_TEXT = 100_000
+MAX_NAME = 200
+MAX_EMAIL = 320
+MAX_EXTERNAL_ID = 200
+
+
+@bp.before_request
+def authenticate():
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'")
+    # Keys are looked up by their SHA-256: no timing hint about the key itself.
+    settings = get_store().environment_for_api_key(key.strip())
+    if settings is None:
+        raise ApiError(401, "unauthorized", "unknown API key: create one with 'flask api-key ENV'")
+    g.env = settings["name"]
+
+
+# -- request parsing ------------------------------------------------------------------
+
+
+def _body() -> dict[str, Any]:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _text(body: dict, name: str, *, limit: int, required: bool = True, where: str = "") -> str:
+    label = f"{where}{name}"
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, "missing_field", f"'{label}' is required")
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"'{label}' must be a string")
+    if required and not value.strip():
+        raise ApiError(400, "invalid_field", f"'{label}' must not be empty")
+    if len(value) > limit:
+        raise ApiError(400, "invalid_field", f"'{label}' is longer than {limit} characters")
+    if "\x00" in value:
+        raise ApiError(400, "invalid_field", f"'{label}' contains a NUL character")
+    return value
+
+
+def _conversation(conversation_id: str) -> dict[str, Any]:
+    try:
+        return get_store().conversation(conversation_id, env=g.env)
+    except NotFound:
+        raise ApiError(404, "not_found", f"no conversation {conversation_id!r} in this environment") from None
+
+
+# -- responses --------------------------------------------------------------------------
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _delivery(message: dict[str, Any]) -> dict[str, Any]:
+    """``status`` plus ``error`` or ``reason`` when there is one."""
+    result: dict[str, Any] = {"status": message["status"]}
+    if message["status"] == "failed":
+        result["error"] = message["error"]
+    if message["status"] == "skipped":
+        result["reason"] = message["reason"]
+    return result
+
+
+def _conversation_json(conversation: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": conversation["id"],
+        "status": conversation["status"],
+        "visitor": {"name": conversation["visitor_name"], "email": conversation["visitor_email"]},
+        "external_id": conversation["external_id"],
+        "root_post_id": conversation["root_post_id"],
+        "channel_id": conversation["channel_id"],
+        "created_at": iso(conversation["created_at"]),
+        "closed_at": iso(conversation["closed_at"]),
+    }
+
+
+# -- routes -------------------------------------------------------------------------------
+
+
+@bp.post("/conversations")
+def create_conversation():
+    body = _body()
+    visitor = body.get("visitor")
+    if visitor is None:
+        raise ApiError(400, "missing_field", "'visitor' is required: {\"name\": ..., \"email\"?: ...}")
+    if not isinstance(visitor, dict):
+        raise ApiError(400, "invalid_field", "'visitor' must be an object with a 'name'")
+    name = _text(visitor, "name", limit=MAX_NAME, where="visitor.")
+    email = _text(visitor, "email", limit=MAX_EMAIL, required=False, where="visitor.")
+    text = _text(body, "text", limit=MAX_TEXT)
+    external_id = _text(body, "external_id", limit=MAX_EXTERNAL_ID, required=False)
+    conversation, message = get_sender().start_conversation(
+        g.env, name.strip(), text, visitor_email=email.strip(), external_id=external_id
+    )
+    payload = {
+        "id": conversation["id"],
+        "root_post_id": conversation["root_post_id"],
+        "channel_id": conversation["channel_id"],
+        **_delivery(message),
+    }
+    return jsonify(payload), 201
+
+
+@bp.post("/conversations/<conversation_id>/messages")
+def add_message(conversation_id: str):
+    body = _body()
+    text = _text(body, "text", limit=MAX_TEXT)
+    _conversation(conversation_id)
+    try:
+        message = get_sender().add_visitor_message(g.env, conversation_id, text)
+    except ConversationClosed:
+        raise ApiError(409, "conversation_closed", "the conversation was closed by an agent") from None
+    return jsonify({"id": message["id"], "post_id": message["post_id"], **_delivery(message)}), 201
+
+
+@bp.get("/conversations/<conversation_id>")
+def get_conversation(conversation_id: str):
+    return jsonify(_conversation_json(_conversation(conversation_id)))
+
+
+@bp.get("/conversations/<conversation_id>/messages")
+def list_messages(conversation_id: str):
+    _conversation(conversation_id)
+    after = request.args.get("after", "0")
+    if not after.isdigit():
+        raise ApiError(400, "invalid_field", "'after' must be a message id (a whole number)")
+    rows = get_store().messages_after(conversation_id, int(after), visitor_view=True)
+    messages = [
+        {
+            "id": row["id"],
+            "direction": row["direction"],
+            "author": row["author"],
+            "text": row["text"],
+            "created_at": iso(row["created_at"]),
+            "status": row["status"],
+        }
+        for row in rows
+    ]
+    return jsonify({"messages": messages})
+
+
+@bp.post("/notifications")
+def notify():
+    body = _body()
+    kind = _text(body, "type", limit=64)
+    text = _text(body, "text", limit=MAX_TEXT)
+    message = get_sender().notify(g.env, kind.strip(), text)
+    payload = _delivery(message)
+    if message["post_id"]:
+        payload["post_id"] = message["post_id"]
+    if message["channel_id"]:
+        payload["channel_id"] = message["channel_id"]
+    return jsonify(payload), 201

@@ -1,0 +1,127 @@
+"""The public web chat page: a visitor starts a conversation and sees agents' replies.
+
+No login and no CSRF token: the page is meant to be embedded in another
+site's iframe, where the browser does not send our SameSite session cookie.
+The conversation id (26 random characters) in the URL is the visitor's
+capability instead, and starting chats is rate-limited per client address.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+
+from .. import htmx
+from ..db import get_sender, get_store
+from ..sender import ConversationClosed
+from ..store import NotFound
+
+bp = Blueprint("chat", __name__, url_prefix="/chat")
+ENV = "<any(test, production):env>"
+
+MAX_NAME = 80
+MAX_EMAIL = 200
+MAX_TEXT = 4000
+STARTS_PER_WINDOW = 5
+MESSAGES_PER_WINDOW = 30
+WINDOW_SECONDS = 600
+POLL_SECONDS = 2
+
+
+def _conversation_or_404(env: str, conversation_id: str) -> dict:
+    try:
+        return get_store().conversation(conversation_id, env=env)
+    except NotFound:
+        abort(404, "This chat does not exist (any more). Start a new one.")
+
+
+def _limited(kind: str, limit: int) -> bool:
+    bucket = f"chat-{kind}:{request.remote_addr}"
+    return get_store().hit_rate_limit(bucket, limit=limit, window=WINDOW_SECONDS)
+
+
+@bp.get(f"/{ENV}")
+def page(env: str):
+    settings = get_store().environment(env)
+    conversation_id = request.args.get("c", "")
+    if conversation_id:
+        conversation = _conversation_or_404(env, conversation_id)
+        messages = get_store().messages_after(conversation_id, 0, limit=500, visitor_view=True)
+        return render_template(
+            "chat/conversation.html", env=env, conversation=conversation, messages=messages,
+            newest_id=messages[-1]["id"] if messages else 0, poll_seconds=POLL_SECONDS,
+        )
+    return render_template("chat/start.html", env=env, available=settings["active"], errors=[], form={})
+
+
+@bp.post(f"/{ENV}/start")
+def start(env: str):
+    settings = get_store().environment(env)
+    form = {
+        "name": request.form.get("name", "").strip(),
+        "email": request.form.get("email", "").strip(),
+        "text": request.form.get("text", "").strip(),
+    }
+    errors = _start_errors(form)
+    if not settings["active"]:
+        errors.append("Chat is not available right now. Please try again later.")
+    if not errors and _limited("start", STARTS_PER_WINDOW):
+        errors.append("Too many new chats from your address. Please wait a few minutes.")
+    if errors:
+        return render_template("chat/start.html", env=env, available=settings["active"],
+                               errors=errors, form=form), 429 if "Too many" in errors[-1] else 400
+    conversation, _ = get_sender().start_conversation(
+        env, form["name"], form["text"], visitor_email=form["email"]
+    )
+    return redirect(url_for("chat.page", env=env, c=conversation["id"]))
+
+
+def _start_errors(form: dict) -> list[str]:
+    errors = []
+    if not form["name"]:
+        errors.append("Please tell us your name.")
+    elif len(form["name"]) > MAX_NAME:
+        errors.append(f"Your name can have at most {MAX_NAME} characters.")
+    if len(form["email"]) > MAX_EMAIL or (form["email"] and "@" not in form["email"]):
+        errors.append("That e-mail address does not look right.")
+    errors.extend(_text_errors(form["text"]))
+    return errors
+
+
+def _text_errors(text: str) -> list[str]:
+    if not text:
+        return ["Please write a message."]
+    if len(text) > MAX_TEXT:
+        return [f"A message can have at most {MAX_TEXT} characters (this one has {len(text)})."]
+    return []
+
+
+@bp.post(f"/{ENV}/<conversation_id>/messages")
+def send(env: str, conversation_id: str):
+    conversation = _conversation_or_404(env, conversation_id)
+    text = request.form.get("text", "").strip()
+    errors = _text_errors(text)
+    if not errors and _limited("message", MESSAGES_PER_WINDOW):
+        errors = ["You are sending messages too fast. Please wait a moment."]
+    if not errors:
+        try:
+            get_sender().add_visitor_message(env, conversation["id"], text)
+        except ConversationClosed:
+            errors = ["This conversation has been closed."]
+    if htmx:
+        # The composer resets; the poller brings the new message into the list.
+        return render_template("chat/_composer.html", env=env, conversation=conversation,
+                               errors=errors, text=text if errors else "")
+    return redirect(url_for("chat.page", env=env, c=conversation["id"]))
+
+
+@bp.get(f"/{ENV}/<conversation_id>/messages")
+def poll(env: str, conversation_id: str):
+    """Messages newer than ``after`` above a fresh poller; 286 stops polling when closed."""
+    conversation = _conversation_or_404(env, conversation_id)
+    after = request.args.get("after", "0")
+    after_id = int(after) if after.isdigit() else 0
+    messages = get_store().messages_after(conversation_id, after_id, visitor_view=True)
+    newest = messages[-1]["id"] if messages else after_id
+    body = render_template("chat/_poll.html", env=env, conversation=conversation,
+                           messages=messages, newest_id=newest, poll_seconds=POLL_SECONDS)
+    return body, 286 if conversation["status"] == "closed" else 200

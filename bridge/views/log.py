@@ -1,0 +1,62 @@
+"""The integration log page: filters, newest first, keyset pagination, live tail."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template, request
+
+from .. import htmx
+from ..db import get_store
+from ..store import DIRECTIONS, ENVIRONMENTS, LOG_PAGE_SIZE, OUTCOMES
+from .auth import login_required
+
+bp = Blueprint("log", __name__)
+
+
+@bp.before_request
+@login_required
+def require_login():
+    """The log is for admins only."""
+
+
+def _filters() -> dict[str, str]:
+    """The page's filters, unknown values dropped rather than trusted."""
+    allowed = {"env": ENVIRONMENTS, "direction": DIRECTIONS, "outcome": OUTCOMES}
+    return {
+        name: request.args.get(name, "") if request.args.get(name, "") in values else ""
+        for name, values in allowed.items()
+    }
+
+
+def _int_arg(name: str) -> int | None:
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+@bp.get("/log")
+def page():
+    filters = _filters()
+    before = _int_arg("before")
+    rows = get_store().log_page(**filters, before_id=before)
+    context = {
+        "rows": rows,
+        "filters": filters,
+        "before": before,
+        "newest_id": rows[0]["id"] if rows else 0,
+        "older_than": rows[-1]["id"] if len(rows) == LOG_PAGE_SIZE else None,
+        "environments": ENVIRONMENTS,
+        "directions": DIRECTIONS,
+        "outcomes": OUTCOMES,
+    }
+    if htmx and not htmx.boosted:
+        return render_template("log/_table.html", **context)
+    return render_template("log/page.html", **context)
+
+
+@bp.get("/log/tail")
+def tail():
+    """Rows newer than ``after``, above a fresh poller that remembers the newest."""
+    filters = _filters()
+    after = _int_arg("after") or 0
+    rows = get_store().log_page(**filters, after_id=after)
+    newest = rows[0]["id"] if rows else after
+    return render_template("log/_tail.html", rows=rows, filters=filters, newest_id=newest)
