@@ -25,7 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(
         __name__,
         instance_relative_config=True,
-        instance_path=os.environ.get("BRIDGE_INSTANCE_PATH") or str(root / "instance"),
+        instance_path=str(root / "instance"),
         template_folder=str(root / "templates"),
         static_folder=str(root / "static"),
     )

@@ -61,7 +61,6 @@ class Outcome:
     outcome: str  # ok / rejected / ignored / error
     reason: str
     message: dict[str, Any] | None = None
-    reply_text: str = ""  # a threaded reply Mattermost should post; rarely wanted
 
 
 def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -> WebhookPayload:
@@ -202,9 +201,25 @@ class InboundRouter:
             return Outcome(200, "ignored", "duplicate delivery: post already stored")
         if direction == "event":
             self.store.close_conversation(conversation["id"])
-            confirmation = "Conversation closed. The visitor sees that it has ended."
-            return Outcome(200, "ok", reason, message, reply_text=confirmation)
+            self._confirm_close(client, conversation)
         return Outcome(200, "ok", reason, message)
+
+    def _confirm_close(self, client: mm.MattermostClient, conversation: dict) -> None:
+        """Say in the thread that it is closed.
+
+        Posted over REST: Mattermost refuses a webhook-response comment on a
+        post that is itself a reply. The hook fires for this bot post too and
+        the loop guard ignores it. A failure is in the log and changes nothing.
+        """
+        try:
+            client.create_post(
+                conversation["channel_id"],
+                "Conversation closed. The visitor sees that it has ended.",
+                root_id=conversation["root_post_id"],
+                action="close_notice",
+            )
+        except mm.MattermostError:
+            pass  # logged by the client; the close itself has happened
 
     def _author(self, env: str, client: mm.MattermostClient, payload: WebhookPayload):
         """The agent's display name (cached), falling back to the username."""

@@ -69,3 +69,42 @@ def browser_type_launch_args(browser_type_launch_args):
             "--disable-sync",
         ],
     }
+
+
+# -- live integration: gunicorn + the Mattermost stand-in ------------------------------
+
+
+@pytest.fixture(scope="module")
+def mm():
+    """A live Mattermost stand-in on 127.0.0.1 (fresh world per test module)."""
+    from tests.standin import MattermostStandin
+
+    standin = MattermostStandin().start()
+    yield standin
+    standin.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The bridge under gunicorn (2 workers) with its own database."""
+    from tests.live import LiveBridge
+
+    bridge = LiveBridge(tmp_path_factory.mktemp("live"))
+    with bridge:
+        yield bridge
+
+
+def configure_env(live, mm, env="test", *, bot=None, channel="support", extra=()):
+    """Configure and activate an environment the way an admin's script would."""
+    bot = bot or (mm.bot if env == "test" else mm.prod_bot)
+    live.cli(
+        "configure", env,
+        "--server-url", mm.url,
+        "--bot-token", bot["token"],
+        "--webhook-token", f"{env}-webhook-token-0123456789"[:26],
+        "--channel", mm.channels[channel]["id"],
+        "--notify", f"booking.created={mm.channels['sales']['id']}",
+        *extra,
+        "--activate",
+    )
+    return live.api_key(env)

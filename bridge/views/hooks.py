@@ -5,7 +5,7 @@ Exempt from CSRF by name: Mattermost authenticates with the webhook token.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 
 from ..db import get_store
 from ..errors import ApiError
@@ -28,7 +28,5 @@ def receive(env: str):
     outcome = router.handle(env, payload)
     if outcome.http_status == 403:
         raise ApiError(403, "token_mismatch", "the webhook token does not match")
-    if outcome.reply_text:
-        return jsonify({"response_type": "comment", "text": outcome.reply_text})
     # An empty body: Mattermost posts nothing in the channel.
     return "", 200

@@ -1,0 +1,1169 @@
+"""A live Mattermost stand-in for integration tests.
+
+``MattermostStandin`` is a real HTTP server on 127.0.0.1 that answers the
+Mattermost REST API v4 endpoints the bridge uses, in the shapes and with the
+error bodies of the real server (Mattermost 9.x, ``server/channels/api4`` and
+``server/channels/app``), and fires outgoing webhooks the way the server does.
+The bridge, running under gunicorn in another process, talks to it over HTTP.
+
+    with MattermostStandin() as mm:
+        mm.add_outgoing_webhook(mm.channels["support"]["id"], bridge_url + "/hooks/mattermost/test")
+        ...                      # drive the bridge against mm.url with mm.bot["token"]
+        mm.user_post(mm.agent, mm.channels["support"]["id"], "hello", root_id=root["id"])
+        mm.wait_for_webhooks()
+
+Where the real server and a simpler model disagree, the real server wins; the
+places where that is surprising say so in a comment.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+import traceback
+from urllib.parse import urlencode
+
+import requests
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+VERSION_ID = "9.11.0.9.11.0.abc123.false"
+MAX_POST_SIZE = 16383  # model.PostMessageMaxRunesV2, the default MaxPostSize
+PENDING_POST_TTL = 30.0  # app/post.go pendingPostIDsCacheTTL
+WEBHOOK_TIMEOUT = 30.0  # ServiceSettings.OutgoingIntegrationRequestsTimeout default
+WEBHOOK_USER_AGENT = "Mattermost-Bot/1.1"  # services/httpservice default user agent
+
+# model.NewId(): 16 random bytes, base32 with this alphabet, padding cut -> 26 chars.
+_ID_ALPHABET = "ybndrfg8ejkmcpqxot1uwisza345h769"
+_VALID_ID = re.compile(r"^[A-Za-z0-9]{26}$")  # model.IsValidId
+
+_PERMISSION_MESSAGE = "You do not have the appropriate permissions."
+
+ROUTES = Map(
+    [
+        Rule("/api/v4/system/ping", endpoint="ping", methods=["GET"]),
+        Rule("/api/v4/users/<user_id>", endpoint="get_user", methods=["GET"]),
+        Rule("/api/v4/users/<user_id>/teams", endpoint="get_user_teams", methods=["GET"]),
+        Rule(
+            "/api/v4/users/<user_id>/teams/<team_id>/channels",
+            endpoint="get_user_channels",
+            methods=["GET"],
+        ),
+        Rule("/api/v4/channels/<channel_id>", endpoint="get_channel", methods=["GET"]),
+        Rule(
+            "/api/v4/channels/<channel_id>/members/<user_id>",
+            endpoint="get_channel_member",
+            methods=["GET"],
+        ),
+        Rule("/api/v4/posts", endpoint="create_post", methods=["POST"]),
+        Rule("/api/v4/posts/<post_id>", endpoint="get_post", methods=["GET"]),
+        Rule("/api/v4/posts/<post_id>/thread", endpoint="get_post_thread", methods=["GET"]),
+        Rule("/api/v4/reactions", endpoint="save_reaction", methods=["POST"]),
+    ]
+)
+# Endpoints the server serves without a session (api4 APIHandler, not APISessionRequired).
+_PUBLIC_ENDPOINTS = {"ping"}
+
+
+def new_id() -> str:
+    """Return a new 26-character id shaped like Mattermost's ``model.NewId()``."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def now_ms() -> int:
+    """Return the current time in milliseconds, like ``model.GetMillis()``."""
+    return int(time.time() * 1000)
+
+
+class AppError(Exception):
+    """A Mattermost ``model.AppError``: an HTTP status and a JSON error body."""
+
+    def __init__(self, status: int, error_id: str, message: str) -> None:
+        super().__init__(f"{status} {error_id}: {message}")
+        self.status = status
+        self.error_id = error_id
+        self.message = message
+
+    def body(self, request_id: str) -> dict:
+        """The JSON body the server sends (detailed_error is wiped outside developer mode)."""
+        return {
+            "id": self.error_id,
+            "message": self.message,
+            "detailed_error": "",
+            "request_id": request_id,
+            "status_code": self.status,
+        }
+
+
+def _permission_error() -> AppError:
+    return AppError(403, "api.context.permissions.app_error", _PERMISSION_MESSAGE)
+
+
+def _invalid_url_param(name: str) -> AppError:
+    return AppError(
+        400,
+        "api.context.invalid_url_param.app_error",
+        f"Invalid or missing {name} parameter in request URL.",
+    )
+
+
+def _invalid_body_param(name: str) -> AppError:
+    return AppError(
+        400,
+        "api.context.invalid_body_param.app_error",
+        f"Invalid or missing {name} in request body.",
+    )
+
+
+def _parse_bool(value: str | None) -> bool:
+    """Go's strconv.ParseBool, with anything unparseable read as false."""
+    return (value or "") in {"1", "t", "T", "true", "TRUE", "True"}
+
+
+def _token_from_header(value: str) -> str:
+    """The token in an Authorization header, as app.ParseAuthTokenFromRequest reads it."""
+    if len(value) > 6 and value[:6].upper() == "BEARER":
+        return value[7:]
+    if len(value) > 5 and value[:5].lower() == "token":
+        return value[6:]
+    return ""
+
+
+class _Handler(WSGIRequestHandler):
+    """Request handler that stays quiet and lets stop() cut the requests in flight."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.standin._track_connection(self.connection)
+
+    def finish(self) -> None:
+        self.server.standin._untrack_connection(self.connection)
+        super().finish()
+
+    def log(self, type: str, message: str, *args) -> None:  # noqa: A002 - werkzeug's signature
+        """Silence werkzeug's per-request log lines."""
+
+
+class MattermostStandin:
+    """A seeded Mattermost world behind a real HTTP server on 127.0.0.1.
+
+    State lives on the object and is guarded by one lock; every HTTP request
+    runs on its own thread, every webhook delivery on another.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.url: str | None = None
+        self.delay = 0.0
+        self.rate_limit_every = 0
+        self.pending_post_ttl = PENDING_POST_TTL
+
+        self.posts: list[dict] = []
+        self.reactions: list[dict] = []
+        self.requests_seen: list[tuple[str, str]] = []
+        self.webhook_deliveries: list[dict] = []
+        self.internal_errors: list[str] = []  # tracebacks of stand-in bugs (answered as 500)
+
+        self._users: dict[str, dict] = {}
+        self._tokens: dict[str, str] = {}  # token -> user id
+        self._team_members: set[str] = set()
+        self._channels_by_id: dict[str, dict] = {}
+        self._members: dict[tuple[str, str], dict] = {}  # (channel id, user id) -> ChannelMember
+        self._posts_by_id: dict[str, dict] = {}
+        self._hooks: list[dict] = []
+        self._pending: dict[str, tuple[str, float]] = {}  # pending_post_id -> (post id, expiry)
+        self._failures: collections.deque[int] = collections.deque()
+        self._request_count = 0
+
+        self._server = None
+        self._serve_thread: threading.Thread | None = None
+        self._port = 0
+        self._down = True
+        self._connections: set[socket.socket] = set()
+        self._webhook_threads: list[threading.Thread] = []
+        self._seed()
+
+    # ------------------------------------------------------------------ world
+
+    def _seed(self) -> None:
+        """Create team "acme", the two bots, alice, the channels and the DM."""
+        created = now_ms()
+        self.team = {
+            "id": new_id(),
+            "create_at": created,
+            "update_at": created,
+            "delete_at": 0,
+            "display_name": "Acme",
+            "name": "acme",
+            "description": "",
+            "email": "",
+            "type": "O",
+            "company_name": "",
+            "allowed_domains": "",
+            "invite_id": "",
+            "allow_open_invite": False,
+            "last_team_icon_update": 0,
+            "scheme_id": None,
+            "group_constrained": None,
+            "policy_id": None,
+            "cloud_limits_archived": False,
+        }
+        self.bot = self._add_user("bridge-bot", first_name="Bridge Bot", is_bot=True)
+        self.prod_bot = self._add_user("bridge-bot-prod", first_name="Bridge Bot Prod", is_bot=True)
+        # The DM name is the two user ids sorted; pick alice's id so it reads "<bot>__<alice>".
+        agent_id = new_id()
+        while agent_id < self.bot["id"]:
+            agent_id = new_id()
+        self.agent = self._add_user(
+            "alice", first_name="Alice", last_name="Agent", is_bot=False, user_id=agent_id
+        )
+        self._team_members.update(self._users)
+
+        self.channels: dict[str, dict] = {}
+        bots = (self.bot["id"], self.prod_bot["id"])
+        for name, display, kind, with_bots, archived in (
+            ("town-square", "Town Square", "O", True, False),
+            ("support", "Support", "O", True, False),
+            ("sales", "Sales", "O", True, False),
+            ("billing", "Billing", "O", True, False),
+            ("private-ops", "Private Ops", "P", True, False),
+            ("not-joined", "Not Joined", "O", False, False),
+            ("archived", "Archived", "O", True, True),
+        ):
+            channel = self._add_channel(name, display, kind, self.team["id"])
+            if archived:
+                channel["delete_at"] = channel["update_at"] = now_ms()
+            for user_id in (*bots, self.agent["id"]) if with_bots else (self.agent["id"],):
+                self.add_member(channel["id"], user_id)
+        self.dm_channel = self._add_channel(
+            f"{self.bot['id']}__{self.agent['id']}", "", "D", team_id=""
+        )
+        self.add_member(self.dm_channel["id"], self.bot["id"])
+        self.add_member(self.dm_channel["id"], self.agent["id"])
+
+    def _add_user(
+        self,
+        username: str,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        is_bot: bool,
+        user_id: str | None = None,
+    ) -> dict:
+        """Create a user with a personal access token (kept in the dict, never served)."""
+        created = now_ms()
+        user = {
+            "id": user_id or new_id(),
+            "create_at": created,
+            "update_at": created,
+            "delete_at": 0,
+            "username": username,
+            "auth_service": "",
+            "email": f"{username}@acme.example",
+            "nickname": "",
+            "first_name": first_name,
+            "last_name": last_name,
+            "position": "",
+            "roles": "system_user",
+            "props": {},
+            "notify_props": {
+                "channel": "true",
+                "comments": "never",
+                "desktop": "mention",
+                "desktop_sound": "true",
+                "email": "true",
+                "first_name": "false",
+                "mention_keys": "",
+                "push": "mention",
+                "push_status": "away",
+            },
+            "last_password_update": created,
+            "locale": "en",
+            "timezone": {
+                "automaticTimezone": "",
+                "manualTimezone": "",
+                "useAutomaticTimezone": "true",
+            },
+            "is_bot": is_bot,
+            "bot_description": "Mirrors web chat conversations" if is_bot else "",
+            "disable_welcome_email": False,
+            "token": new_id(),
+        }
+        self._users[user["id"]] = user
+        self._tokens[user["token"]] = user["id"]
+        return user
+
+    def _add_channel(self, name: str, display_name: str, kind: str, team_id: str) -> dict:
+        created = now_ms()
+        channel = {
+            "id": new_id(),
+            "create_at": created,
+            "update_at": created,
+            "delete_at": 0,
+            "team_id": team_id,
+            "type": kind,
+            "display_name": display_name,
+            "name": name,
+            "header": "",
+            "purpose": "",
+            "last_post_at": created,
+            "total_msg_count": 0,
+            "extra_update_at": 0,
+            "creator_id": self.agent["id"],
+            "scheme_id": None,
+            "props": None,
+            "group_constrained": None,
+            "shared": None,
+            "total_msg_count_root": 0,
+            "policy_id": None,
+            "last_root_post_at": created,
+        }
+        self.channels[name] = channel
+        self._channels_by_id[channel["id"]] = channel
+        return channel
+
+    # ------------------------------------------------------- helpers for tests
+
+    def add_member(self, channel_id: str, user_id: str) -> None:
+        """Make ``user_id`` a member of ``channel_id`` (no-op if already one)."""
+        with self._lock:
+            if (channel_id, user_id) in self._members:
+                return
+            self._members[(channel_id, user_id)] = {
+                "channel_id": channel_id,
+                "user_id": user_id,
+                "roles": "channel_user",
+                "last_viewed_at": 0,
+                "msg_count": 0,
+                "mention_count": 0,
+                "mention_count_root": 0,
+                "urgent_mention_count": 0,
+                "msg_count_root": 0,
+                "notify_props": {
+                    "channel_auto_follow_threads": "off",
+                    "desktop": "default",
+                    "email": "default",
+                    "ignore_channel_mentions": "default",
+                    "mark_unread": "all",
+                    "push": "default",
+                },
+                "last_update_at": now_ms(),
+                "scheme_guest": False,
+                "scheme_user": True,
+                "scheme_admin": False,
+                "explicit_roles": "",
+            }
+
+    def remove_member(self, channel_id: str, user_id: str) -> None:
+        """Remove ``user_id`` from ``channel_id`` (no-op if not a member)."""
+        with self._lock:
+            self._members.pop((channel_id, user_id), None)
+
+    def revoke_token(self, token: str) -> None:
+        """Revoke a token: every later request with it gets 401."""
+        with self._lock:
+            self._tokens.pop(token, None)
+
+    def fail_next(self, n: int, status: int) -> None:
+        """Answer the next ``n`` API requests with ``status`` (429: the rate limiter's reply)."""
+        with self._lock:
+            self._failures.extend([status] * n)
+
+    def posts_in(self, channel_id: str) -> list[dict]:
+        """The posts of one channel, oldest first (deleted ones included, see delete_at)."""
+        with self._lock:
+            return [post for post in self.posts if post["channel_id"] == channel_id]
+
+    def get_post(self, post_id: str) -> dict | None:
+        """The stored post with that id, or None."""
+        with self._lock:
+            return self._posts_by_id.get(post_id)
+
+    def delete_post(self, post_id: str) -> None:
+        """Delete a post as a user would; deleting a root deletes its replies too."""
+        with self._lock:
+            deleted = now_ms()
+            for post in self.posts:
+                if post["id"] == post_id or post["root_id"] == post_id:
+                    post["delete_at"] = post["update_at"] = deleted
+
+    def add_outgoing_webhook(
+        self,
+        channel_id: str,
+        callback_url: str,
+        *,
+        content_type: str = "application/x-www-form-urlencoded",
+        trigger_words: tuple[str, ...] | list[str] = (),
+        token: str | None = None,
+        trigger_when: int = 0,
+        creator_id: str | None = None,
+        display_name: str = "Bridge",
+    ) -> str:
+        """Register an outgoing webhook and return its 26-character token.
+
+        ``channel_id`` may be "" for a team-wide hook, which then needs trigger
+        words. ``trigger_when`` 0 = first word equals a trigger word, 1 = starts
+        with one. ``creator_id`` (default: the bot) authors the posts created
+        from the hook's responses.
+        """
+        with self._lock:
+            if channel_id:
+                channel = self._channels_by_id[channel_id]
+                # api4/webhook.go refuses hooks on anything but a public channel.
+                if channel["type"] != "O":
+                    raise ValueError("outgoing webhooks can only watch public channels")
+            elif not trigger_words:
+                raise ValueError("a hook needs a channel or trigger words")
+            hook = {
+                "id": new_id(),
+                "token": token or new_id(),
+                "creator_id": creator_id or self.bot["id"],
+                "channel_id": channel_id,
+                "team_id": self.team["id"],
+                "trigger_words": list(trigger_words),
+                "trigger_when": trigger_when,
+                "callback_urls": [callback_url],
+                "display_name": display_name,
+                "content_type": content_type,
+            }
+            self._hooks.append(hook)
+            return hook["token"]
+
+    def user_post(self, user: dict | str, channel_id: str, message: str, root_id: str = "") -> dict:
+        """Post as ``user`` the way the web app does (same checks, fires webhooks).
+
+        Raises ``AppError`` when the server would refuse the post.
+        """
+        with self._lock:
+            author = self._users[user if isinstance(user, str) else user["id"]]
+            channel = self._check_can_post(author, channel_id)
+        fields = {"channel_id": channel_id, "message": message, "root_id": root_id}
+        return self._finish_create(author, channel, fields)
+
+    def wait_for_webhooks(self, timeout: float = 5.0) -> None:
+        """Block until every webhook delivery started so far has finished.
+
+        Raises ``TimeoutError`` if some are still running after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._webhook_threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise TimeoutError("webhook deliveries still running")
+        with self._lock:
+            self._webhook_threads = [t for t in self._webhook_threads if t.is_alive()]
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> MattermostStandin:
+        """Start listening on a free port of 127.0.0.1 and set ``self.url``."""
+        if self._server is not None:
+            raise RuntimeError("the stand-in is already running")
+        self._listen(0)
+        return self
+
+    def restart(self) -> None:
+        """Listen again on the same port as before, with the same state."""
+        if not self._port:
+            raise RuntimeError("restart() needs an earlier start()")
+        if self._server is None:
+            self._listen(self._port)
+
+    def stop(self) -> None:
+        """Go down: close the listening socket (refused) and reset requests in flight."""
+        server, thread = self._server, self._serve_thread
+        if server is None:
+            return
+        self._server = self._serve_thread = None
+        self._down = True
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        # Cut requests still in flight (e.g. sleeping in ``delay``), as a crash would.
+        # (werkzeug answers "Connection: close", so there are no idle keep-alives.)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+    def close(self) -> None:
+        """Stop the server and wait (briefly) for webhook deliveries; idempotent."""
+        self.stop()
+        try:
+            self.wait_for_webhooks(timeout=5.0)
+        except TimeoutError:
+            pass  # daemon threads; a hung receiver must not hang the test run
+
+    def __enter__(self) -> MattermostStandin:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _listen(self, port: int) -> None:
+        server = make_server(
+            "127.0.0.1", port, self._wsgi_app, threaded=True, request_handler=_Handler
+        )
+        server.standin = self
+        self._port = server.server_port
+        self.url = f"http://127.0.0.1:{self._port}"
+        self._down = False
+        self._server = server
+        self._serve_thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"mattermost-standin-{self._port}",
+            daemon=True,
+        )
+        self._serve_thread.start()
+
+    def _track_connection(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(connection)
+        if self._down:  # accepted just as stop() ran
+            _shut(connection)
+
+    def _untrack_connection(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+
+    # ------------------------------------------------------------ HTTP layer
+
+    def _wsgi_app(self, environ, start_response):
+        response = self._respond(Request(environ))
+        return response(environ, start_response)
+
+    def _respond(self, request: Request) -> Response:
+        """Record, inject failures, route, authenticate, dispatch."""
+        request_id = new_id()
+        with self._lock:
+            # Path only: a query string could carry access_token.
+            self.requests_seen.append((request.method, request.path))
+            injected = self._next_injected_status()
+        if injected is not None:
+            self._pause()
+            if injected == 429:
+                return _rate_limited()
+            error = AppError(injected, "stand_in.injected.app_error", f"Injected {injected}.")
+            return self._json(injected, error.body(request_id), request_id)
+        try:
+            endpoint, args = ROUTES.bind_to_environ(request.environ).match()
+        except NotFound:
+            error = AppError(404, "api.context.404.app_error", "Sorry, we could not find the page.")
+            return self._json(404, error.body(request_id), request_id)
+        except MethodNotAllowed:
+            return Response("", 405)  # gorilla/mux: empty body
+        try:
+            if endpoint != "create_post":  # create_post pauses mid-way, see there
+                self._pause()
+            user = None if endpoint in _PUBLIC_ENDPOINTS else self._authenticate(request)
+            status, body = getattr(self, f"_api_{endpoint}")(request, user, **args)
+        except AppError as error:
+            return self._json(error.status, error.body(request_id), request_id)
+        except Exception:  # a stand-in bug: answer like the server would, keep the trace
+            with self._lock:
+                self.internal_errors.append(traceback.format_exc())
+            error = AppError(500, "stand_in.internal.app_error", "Stand-in bug: internal_errors.")
+            return self._json(500, error.body(request_id), request_id)
+        return self._json(status, body, request_id)
+
+    def _next_injected_status(self) -> int | None:
+        """Pop the next fail_next() status, or apply rate_limit_every (lock held)."""
+        self._request_count += 1
+        if self._failures:
+            return self._failures.popleft()
+        if self.rate_limit_every and self._request_count % self.rate_limit_every == 0:
+            return 429
+        return None
+
+    @staticmethod
+    def _json(status: int, body, request_id: str) -> Response:
+        return Response(
+            json.dumps(body),
+            status,
+            headers={"X-Version-Id": VERSION_ID, "X-Request-Id": request_id},
+            content_type="application/json",
+        )
+
+    def _pause(self) -> None:
+        delay = self.delay
+        if delay > 0:
+            time.sleep(delay)
+
+    def _authenticate(self, request: Request) -> dict:
+        token = _token_from_header(request.headers.get("Authorization", ""))
+        with self._lock:
+            user_id = self._tokens.get(token) if token else None
+            if user_id is not None:
+                return self._users[user_id]
+        raise AppError(
+            401,
+            "api.context.session_expired.app_error",
+            "Invalid or expired session, please login again.",
+        )
+
+    # ----------------------------------------------------------- endpoints
+
+    def _api_ping(self, request, user):
+        return 200, {
+            "ActiveSearchBackend": "database",
+            "AndroidLatestVersion": "",
+            "AndroidMinVersion": "",
+            "IosLatestVersion": "",
+            "IosMinVersion": "",
+            "status": "OK",
+        }
+
+    def _api_get_user(self, request, user, user_id):
+        user_id = _resolve_user_id(user_id, user)
+        with self._lock:
+            found = self._users.get(user_id)
+            if found is None:
+                raise AppError(404, "app.user.missing_account.const", "Unable to find the user.")
+            return 200, _user_for_client(found)
+
+    def _api_get_user_teams(self, request, user, user_id):
+        user_id = _resolve_user_id(user_id, user)
+        if user_id != user["id"]:
+            raise _permission_error()
+        with self._lock:
+            return 200, [dict(self.team)] if user_id in self._team_members else []
+
+    def _api_get_user_channels(self, request, user, user_id, team_id):
+        user_id = _resolve_user_id(user_id, user)
+        if not _VALID_ID.match(team_id):
+            raise _invalid_url_param("team_id")
+        if user_id != user["id"]:
+            raise _permission_error()
+        include_deleted = _parse_bool(request.args.get("include_deleted"))
+        with self._lock:
+            if team_id != self.team["id"] or user_id not in self._team_members:
+                raise _permission_error()
+            # The store query is "TeamId = ? OR TeamId = ''": DMs and GMs come along.
+            return 200, [
+                dict(channel)
+                for channel in self._channels_by_id.values()
+                if (channel["id"], user_id) in self._members
+                and channel["team_id"] in (team_id, "")
+                and (include_deleted or not channel["delete_at"])
+            ]
+
+    def _api_get_channel(self, request, user, channel_id):
+        with self._lock:
+            channel = self._find_channel(channel_id)
+            if not self._can_read_channel(user, channel):
+                raise _permission_error()
+            return 200, dict(channel)
+
+    def _api_get_channel_member(self, request, user, channel_id, user_id):
+        user_id = _resolve_user_id(user_id, user)
+        if not _VALID_ID.match(channel_id):
+            raise _invalid_url_param("channel_id")
+        with self._lock:
+            channel = self._channels_by_id.get(channel_id)
+            if channel is None or not self._can_read_channel(user, channel):
+                raise _permission_error()
+            member = self._members.get((channel_id, user_id))
+            if member is None:
+                raise AppError(
+                    404,
+                    "app.channel.get_member.missing.app_error",
+                    "No channel member found for that user ID and channel ID.",
+                )
+            return 200, dict(member)
+
+    def _api_create_post(self, request, user):
+        fields = _parse_post_body(request)
+        with self._lock:
+            channel = self._check_can_post(user, fields["channel_id"])
+            existing = self._dedupe_begin(fields.get("pending_post_id", ""))
+            if existing is not None:
+                return 201, self._post_for_client(existing)
+        # ``delay`` is spent while the pending_post_id is reserved but the post not
+        # yet saved, so a retry during it sees the server's "still pending" 500.
+        self._pause()
+        post = self._finish_create(user, channel, fields)
+        with self._lock:
+            return 201, self._post_for_client(post, keep_pending_id=True)
+
+    def _api_get_post(self, request, user, post_id):
+        with self._lock:
+            return 200, self._post_for_client(self._readable_post(user, post_id))
+
+    def _api_get_post_thread(self, request, user, post_id):
+        with self._lock:
+            post = self._readable_post(user, post_id)
+            root_id = post["root_id"] or post["id"]
+            root = self._posts_by_id[root_id]
+            if root["delete_at"]:
+                raise _post_not_found()
+            thread = [
+                p
+                for p in self.posts
+                if (p["id"] == root_id or p["root_id"] == root_id) and not p["delete_at"]
+            ]
+            # Newest first, like PostList.SortByCreateAt; creation order breaks same-ms ties.
+            thread.sort(key=lambda p: p["create_at"])
+            thread.reverse()
+            return 200, {
+                "order": [p["id"] for p in thread],
+                "posts": {p["id"]: self._post_for_client(p) for p in thread},
+                "next_post_id": "",
+                "prev_post_id": "",
+                "has_next": False,
+            }
+
+    def _api_save_reaction(self, request, user):
+        body = _json_body(request, "reaction")
+        post_id, emoji = body.get("post_id"), body.get("emoji_name")
+        if not isinstance(post_id, str) or not _VALID_ID.match(post_id):
+            raise _invalid_body_param("reaction")
+        if not isinstance(emoji, str) or not re.fullmatch(r"[a-z0-9_+\-]{1,64}", emoji):
+            raise _invalid_body_param("reaction")
+        if body.get("user_id") != user["id"]:
+            raise _permission_error()
+        with self._lock:
+            post = self._posts_by_id.get(post_id)
+            channel = post and self._channels_by_id[post["channel_id"]]
+            if post is None or (channel["id"], user["id"]) not in self._members:
+                raise _permission_error()
+            created = now_ms()
+            reaction = {
+                "user_id": user["id"],
+                "post_id": post_id,
+                "emoji_name": emoji,
+                "create_at": created,
+                "update_at": created,
+                "delete_at": 0,
+                "remote_id": "",
+                "channel_id": channel["id"],
+            }
+            self.reactions.append(reaction)
+        # api4/reaction.go encodes the reaction without WriteHeader(201).
+        return 200, reaction
+
+    # ------------------------------------------------------ permission checks
+
+    def _find_channel(self, channel_id: str) -> dict:
+        if not _VALID_ID.match(channel_id):
+            raise _invalid_url_param("channel_id")
+        channel = self._channels_by_id.get(channel_id)
+        if channel is None:
+            raise AppError(
+                404, "app.channel.get.existing.app_error", "Unable to find the existing channel."
+            )
+        return channel
+
+    def _can_read_channel(self, user: dict, channel: dict) -> bool:
+        """Members read any channel; team members also read public ones."""
+        if (channel["id"], user["id"]) in self._members:
+            return True
+        return channel["type"] == "O" and user["id"] in self._team_members
+
+    def _readable_post(self, user: dict, post_id: str) -> dict:
+        if not _VALID_ID.match(post_id):
+            raise _invalid_url_param("post_id")
+        post = self._posts_by_id.get(post_id)
+        if post is None or post["delete_at"]:
+            raise _post_not_found()
+        if not self._can_read_channel(user, self._channels_by_id[post["channel_id"]]):
+            raise _permission_error()
+        return post
+
+    def _check_can_post(self, user: dict, channel_id: str) -> dict:
+        """api4 createPost permission check, then app.CreatePostAsUser's archived check."""
+        channel = self._channels_by_id.get(channel_id)
+        # An unknown or missing channel fails the permission check too: 403, not 404.
+        if channel is None or (channel_id, user["id"]) not in self._members:
+            raise _permission_error()
+        if channel["delete_at"]:
+            raise AppError(
+                400,
+                "api.post.create_post.can_not_post_to_deleted.error",
+                "Can not post to deleted channel.",
+            )
+        return channel
+
+    # --------------------------------------------------------- post creation
+
+    def _dedupe_begin(self, pending_post_id: str) -> dict | None:
+        """app/post.go deduplicateCreatePost (lock held).
+
+        Returns the already created post for a repeat, raises the "pending"
+        500 while the first request is still saving, and otherwise reserves
+        the pending id and returns None.
+        """
+        if not pending_post_id:
+            return None
+        entry = self._pending.get(pending_post_id)
+        if entry is None or entry[1] < time.monotonic():
+            self._pending[pending_post_id] = ("", time.monotonic() + self.pending_post_ttl)
+            return None
+        post_id = entry[0]
+        if not post_id:
+            raise AppError(
+                500,
+                "api.post.deduplicate_create_post.pending",
+                "Rejected post since another client is making the same request.",
+            )
+        post = self._posts_by_id[post_id]
+        if post["delete_at"]:
+            raise AppError(
+                500,
+                "api.post.deduplicate_create_post.failed_to_get",
+                "Could not fetch the original post after deduplication.",
+            )
+        return post
+
+    def _finish_create(
+        self, user: dict, channel: dict, fields: dict, *, trigger_webhooks: bool = True
+    ) -> dict:
+        """app.CreatePost after deduplication: validate, save, fire webhooks.
+
+        On a failure the reserved pending_post_id is released so a retry can post.
+        """
+        pending_post_id = fields.get("pending_post_id", "")
+        with self._lock:
+            try:
+                self._check_root(fields.get("root_id", ""), channel["id"])
+                if len(fields.get("message", "")) > MAX_POST_SIZE:
+                    raise AppError(
+                        400,
+                        "model.post.is_valid.message_length.app_error",
+                        f"Message property length is greater than the maximum allowed "
+                        f"({MAX_POST_SIZE}).",
+                    )
+            except AppError:
+                if pending_post_id:
+                    self._pending.pop(pending_post_id, None)
+                raise
+            post = self._save_post(user, channel, fields)
+            if pending_post_id:
+                expires = time.monotonic() + self.pending_post_ttl
+                self._pending[pending_post_id] = (post["id"], expires)
+            if trigger_webhooks:
+                self._fire_webhooks(post, channel, user)
+            return post
+
+    def _check_root(self, root_id: str, channel_id: str) -> None:
+        """The parent checks of app.CreatePost (all answered 400 by CreatePostAsUser)."""
+        if not root_id:
+            return
+        root = self._posts_by_id.get(root_id)
+        if root is None or root["delete_at"] or root["root_id"]:
+            raise AppError(
+                400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."
+            )
+        if root["channel_id"] != channel_id:
+            raise AppError(
+                400,
+                "api.post.create_post.channel_root_id.app_error",
+                "Invalid ChannelId for RootId parameter.",
+            )
+
+    def _save_post(self, user: dict, channel: dict, fields: dict) -> dict:
+        created = now_ms()
+        props = dict(fields.get("props") or {})
+        if user["is_bot"]:
+            props["from_bot"] = "true"
+        post = {
+            "id": new_id(),
+            "create_at": created,
+            "update_at": created,
+            "edit_at": 0,
+            "delete_at": 0,
+            "is_pinned": False,
+            "user_id": user["id"],
+            "channel_id": channel["id"],
+            "root_id": fields.get("root_id", ""),
+            "original_id": "",
+            "message": fields.get("message", ""),
+            "type": fields.get("type", ""),
+            "props": props,
+            "hashtags": "",
+            "file_ids": list(fields.get("file_ids") or []),
+            "pending_post_id": fields.get("pending_post_id", ""),
+            "metadata": {},
+        }
+        self.posts.append(post)
+        self._posts_by_id[post["id"]] = post
+        channel["last_post_at"] = created
+        channel["total_msg_count"] += 1
+        if not post["root_id"]:
+            channel["last_root_post_at"] = created
+            channel["total_msg_count_root"] += 1
+        return post
+
+    def _post_for_client(self, post: dict, *, keep_pending_id: bool = False) -> dict:
+        """The Post JSON: reply counts filled in, empty file_ids omitted.
+
+        pending_post_id is not a database column, so only the creating
+        response echoes it; reads (and a deduplicated repeat) carry "".
+        """
+        root_id = post["root_id"] or post["id"]
+        replies = [
+            p["create_at"] for p in self.posts if p["root_id"] == root_id and not p["delete_at"]
+        ]
+        client = dict(post, props=dict(post["props"]), metadata={})
+        client["reply_count"] = len(replies)
+        client["last_reply_at"] = max(replies, default=0)
+        client["participants"] = None
+        if not keep_pending_id:
+            client["pending_post_id"] = ""
+        if not client["file_ids"]:
+            del client["file_ids"]
+        return client
+
+    # -------------------------------------------------------------- webhooks
+
+    def _fire_webhooks(self, post: dict, channel: dict, user: dict) -> None:
+        """app/webhook.go handleWebhookEvents: pick the hooks, deliver each on a thread."""
+        if channel["type"] != "O":
+            return
+        words = post["message"].split()
+        first_word = words[0] if words else ""
+        for hook in self._hooks:
+            if hook["channel_id"] not in (channel["id"], ""):
+                continue
+            trigger_word = _matching_trigger(hook, channel["id"], first_word)
+            if trigger_word is None:
+                continue
+            payload = {
+                "token": hook["token"],
+                "team_id": hook["team_id"],
+                "team_domain": self.team["name"],
+                "channel_id": post["channel_id"],
+                "channel_name": channel["name"],
+                "timestamp": post["create_at"],
+                "user_id": post["user_id"],
+                "user_name": user["username"],
+                "post_id": post["id"],
+                "text": post["message"],
+                "trigger_word": trigger_word,
+                "file_ids": ",".join(post["file_ids"]),
+            }
+            thread = threading.Thread(
+                target=self._deliver,
+                args=(hook, payload, post, channel),
+                name="mattermost-standin-webhook",
+                daemon=True,
+            )
+            self._webhook_threads.append(thread)
+            thread.start()
+
+    def _deliver(self, hook: dict, payload: dict, post: dict, channel: dict) -> None:
+        """app/webhook.go TriggerWebhook for one callback URL; the outcome is recorded."""
+        as_json = hook["content_type"] == "application/json"
+        if as_json:
+            sent, content_type = payload, "application/json"
+            body = json.dumps(payload)
+        else:
+            # model.OutgoingWebhookPayload.ToFormValues: strings, timestamp in seconds.
+            sent = {key: str(value) for key, value in payload.items()}
+            sent["timestamp"] = str(payload["timestamp"] // 1000)
+            content_type = "application/x-www-form-urlencoded"
+            body = urlencode(sorted(sent.items()))  # Go's url.Values.Encode sorts keys
+        record = {
+            "url": hook["callback_urls"][0],
+            "content_type": content_type,
+            "payload": sent,
+            "status": None,
+            "response_body": "",
+            "error": None,
+            "response_post_id": None,
+        }
+        try:
+            with requests.Session() as session:
+                session.trust_env = False  # never route 127.0.0.1 through an env proxy
+                response = session.post(
+                    record["url"],
+                    data=body.encode(),
+                    headers={
+                        "Content-Type": content_type,
+                        "Accept": "application/json",
+                        "User-Agent": WEBHOOK_USER_AGENT,
+                    },
+                    timeout=WEBHOOK_TIMEOUT,
+                )
+                record["status"] = response.status_code
+                record["response_body"] = response.text
+            record["response_post_id"] = self._post_hook_response(
+                hook, response.text, post, channel
+            )
+        except requests.RequestException as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        except AppError as error:
+            record["error"] = f"response post not created: {error.error_id}"
+        except Exception:  # keep the thread from dying loudly; surface it to the test instead
+            record["error"] = traceback.format_exc()
+        finally:
+            with self._lock:
+                self.webhook_deliveries.append(record)
+
+    def _post_hook_response(self, hook: dict, body: str, post: dict, channel: dict) -> str | None:
+        """Create the post a hook's JSON response asks for (CreateWebhookPost); return its id.
+
+        As in the server: the status code is not looked at; an empty body
+        creates nothing; any "text" key that is not null creates a post, even
+        "" (Text is a *string); "response_type": "comment" sets root_id to the
+        triggering post itself, so a comment on a reply fails the root check
+        and nothing is posted. These posts never fire webhooks.
+        """
+        reply = _decode_hook_response(body)
+        if reply is None:
+            return None
+        attachments = reply.get("attachments") or []
+        if reply.get("text") is None and not attachments:
+            return None
+        props = {
+            key: value
+            for key, value in (reply.get("props") or {}).items()
+            if key not in ("override_icon_url", "override_username", "from_webhook")
+        }
+        props["from_webhook"] = "true"
+        props["webhook_display_name"] = hook["display_name"]
+        if attachments:
+            props["attachments"] = attachments
+        fields = {
+            "channel_id": channel["id"],
+            "message": reply.get("text") or "",
+            "root_id": post["id"] if reply.get("response_type") == "comment" else "",
+            "props": props,
+            "type": reply.get("type") or "",
+        }
+        with self._lock:
+            creator = self._users[hook["creator_id"]]
+        return self._finish_create(creator, channel, fields, trigger_webhooks=False)["id"]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _shut(connection: socket.socket) -> None:
+    """Reset a client connection; the handler thread then finishes and closes it."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _rate_limited() -> Response:
+    """The rate limiter's reply: http.Error(w, "limit exceeded", 429) plus throttled headers.
+
+    It runs before the API handler, so no X-Version-Id / X-Request-Id here.
+    """
+    return Response(
+        "limit exceeded\n",
+        429,
+        headers={
+            "X-RateLimit-Limit": "10",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": "1",
+            "Retry-After": "1",
+            "X-Content-Type-Options": "nosniff",
+        },
+        content_type="text/plain; charset=utf-8",
+    )
+
+
+def _post_not_found() -> AppError:
+    return AppError(404, "app.post.get.app_error", "Unable to get the post.")
+
+
+def _resolve_user_id(user_id: str, session_user: dict) -> str:
+    """``me`` means the session's user; anything else must look like an id."""
+    if user_id == "me":
+        return session_user["id"]
+    if not _VALID_ID.match(user_id):
+        raise _invalid_url_param("user_id")
+    return user_id
+
+
+def _user_for_client(user: dict) -> dict:
+    """The User JSON: no token, and Go's omitempty drops is_bot/bot_description when empty."""
+    client = {key: value for key, value in user.items() if key != "token"}
+    for key in ("is_bot", "bot_description"):
+        if not client[key]:
+            del client[key]
+    return client
+
+
+def _json_body(request: Request, name: str) -> dict:
+    try:
+        body = json.loads(request.get_data(as_text=True))
+    except ValueError:
+        raise _invalid_body_param(name) from None
+    if not isinstance(body, dict):
+        raise _invalid_body_param(name)
+    return body
+
+
+def _parse_post_body(request: Request) -> dict:
+    """Decode a create-post body; a field of the wrong JSON type is a decode error (400)."""
+    body = _json_body(request, "post")
+    expected = {
+        "channel_id": str,
+        "message": str,
+        "root_id": str,
+        "pending_post_id": str,
+        "type": str,
+        "props": dict,
+        "file_ids": list,
+    }
+    fields = {}
+    for key, kind in expected.items():
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise _invalid_body_param("post")
+        fields[key] = value
+    fields.setdefault("channel_id", "")
+    if fields.get("type", "").startswith("system_"):
+        raise AppError(
+            400,
+            "api.context.invalid_param.app_error",
+            "Invalid post.type parameter.",
+        )
+    return fields
+
+
+def _decode_hook_response(body: str) -> dict | None:
+    """model.OutgoingWebhookResponse from a response body; None when empty or null."""
+    if not body.strip():
+        return None  # io.EOF: no response wanted
+    unreadable = AppError(500, "api.unmarshal_error", "Could not decode the webhook response.")
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        raise unreadable from None
+    if reply is None:
+        return None
+    shapes = {"text": str, "response_type": str, "type": str, "props": dict, "attachments": list}
+    if not isinstance(reply, dict) or any(
+        reply.get(key) is not None and not isinstance(reply[key], kind)
+        for key, kind in shapes.items()
+    ):
+        raise unreadable
+    return reply
+
+
+def _matching_trigger(hook: dict, channel_id: str, first_word: str) -> str | None:
+    """The trigger word a post fires ``hook`` with ("" for a channel hook), or None."""
+    if hook["channel_id"] == channel_id and not hook["trigger_words"]:
+        return ""
+    for word in hook["trigger_words"]:
+        if hook["trigger_when"] == 0 and first_word == word:
+            return word
+        if hook["trigger_when"] == 1 and first_word.startswith(word):
+            return word
+    return None

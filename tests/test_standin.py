@@ -1,0 +1,357 @@
+"""The Mattermost stand-in answers like the real server, over real HTTP."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from tests.standin import MAX_POST_SIZE, VERSION_ID, MattermostStandin
+
+TIMEOUT = 5
+APP_ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log(self, type, message, *args):  # noqa: A002 - werkzeug's signature
+        pass
+
+
+class Receiver:
+    """A tiny webhook receiver on 127.0.0.1: records each call, answers ``reply_body``."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.reply_body = ""
+        self._server = make_server(
+            "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
+        )
+        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def _app(self, environ, start_response):
+        request = Request(environ)
+        self.calls.append(
+            {
+                "content_type": request.content_type,
+                "user_agent": request.headers.get("User-Agent"),
+                "body": request.get_data(as_text=True),
+            }
+        )
+        response = Response(self.reply_body, 200, content_type="application/json")
+        return response(environ, start_response)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def mm():
+    with MattermostStandin() as standin:
+        yield standin
+        assert standin.internal_errors == []
+
+
+@pytest.fixture
+def http():
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def receiver():
+    hook_receiver = Receiver()
+    yield hook_receiver
+    hook_receiver.close()
+
+
+def bearer(user):
+    return {"Authorization": f"Bearer {user['token']}"}
+
+
+def create_post(http, mm, user, channel_name, message, **extra):
+    body = {"channel_id": mm.channels[channel_name]["id"], "message": message, **extra}
+    return http.post(f"{mm.url}/api/v4/posts", json=body, headers=bearer(user), timeout=TIMEOUT)
+
+
+def assert_app_error(response, status, error_id):
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == APP_ERROR_KEYS
+    assert body["id"] == error_id
+    assert body["status_code"] == status
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert len(body["request_id"]) == 26
+
+
+def test_requests_without_a_valid_token_get_401_session_expired(mm, http):
+    url = f"{mm.url}/api/v4/users/me"
+    missing = http.get(url, timeout=TIMEOUT)
+    unknown = http.get(url, headers={"Authorization": "Bearer " + "x" * 26}, timeout=TIMEOUT)
+    assert_app_error(missing, 401, "api.context.session_expired.app_error")
+    assert missing.json()["message"] == "Invalid or expired session, please login again."
+    assert_app_error(unknown, 401, "api.context.session_expired.app_error")
+
+    token_scheme = {"Authorization": f"Token {mm.bot['token']}"}
+    assert http.get(url, headers=token_scheme, timeout=TIMEOUT).status_code == 200
+    mm.revoke_token(mm.bot["token"])
+    assert_app_error(http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT), 401,
+                     "api.context.session_expired.app_error")
+    assert http.get(f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT).json()["status"] == "OK"
+
+
+def test_users_me_returns_the_bot_with_version_header_and_no_token(mm, http):
+    response = http.get(f"{mm.url}/api/v4/users/me", headers=bearer(mm.bot), timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert response.headers["X-Version-Id"] == VERSION_ID
+    me = response.json()
+    assert (me["id"], me["username"], me["is_bot"]) == (mm.bot["id"], "bridge-bot", True)
+    assert mm.bot["token"] not in response.text
+
+    alice = http.get(f"{mm.url}/api/v4/users/{mm.agent['id']}", headers=bearer(mm.bot),
+                     timeout=TIMEOUT).json()
+    assert (alice["first_name"], alice["last_name"]) == ("Alice", "Agent")
+    assert "is_bot" not in alice  # Go omitempty
+    unknown = http.get(f"{mm.url}/api/v4/users/{'a' * 26}", headers=bearer(mm.bot), timeout=TIMEOUT)
+    assert_app_error(unknown, 404, "app.user.missing_account.const")
+    assert all(mm.bot["token"] not in path for _, path in mm.requests_seen)
+
+
+def test_channel_list_includes_the_dm_but_not_archived_or_unjoined_channels(mm, http):
+    url = f"{mm.url}/api/v4/users/me/teams/{mm.team['id']}/channels"
+    channels = http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT).json()
+    by_name = {channel["name"]: channel for channel in channels}
+    assert set(by_name) == {"town-square", "support", "sales", "billing", "private-ops",
+                            mm.dm_channel["name"]}
+    assert by_name[mm.dm_channel["name"]]["type"] == "D"
+    assert by_name[mm.dm_channel["name"]]["team_id"] == ""
+    assert mm.dm_channel["name"] == f"{mm.bot['id']}__{mm.agent['id']}"
+
+    with_deleted = http.get(url, params={"include_deleted": "true"}, headers=bearer(mm.bot),
+                            timeout=TIMEOUT).json()
+    assert "archived" in {channel["name"] for channel in with_deleted}
+    other = url.replace("/me/", f"/{mm.agent['id']}/")
+    assert_app_error(http.get(other, headers=bearer(mm.bot), timeout=TIMEOUT), 403,
+                     "api.context.permissions.app_error")
+
+
+def test_channel_member_is_404_when_the_bot_has_not_joined(mm, http):
+    def member(channel_name):
+        channel_id = mm.channels[channel_name]["id"]
+        return http.get(f"{mm.url}/api/v4/channels/{channel_id}/members/me",
+                        headers=bearer(mm.bot), timeout=TIMEOUT)
+
+    assert member("support").json()["user_id"] == mm.bot["id"]
+    assert_app_error(member("not-joined"), 404, "app.channel.get_member.missing.app_error")
+
+
+def test_bot_post_is_created_with_201_and_from_bot_prop(mm, http):
+    response = create_post(http, mm, mm.bot, "support", "hello")
+    assert response.status_code == 201
+    post = response.json()
+    assert len(post["id"]) == 26
+    assert (post["user_id"], post["root_id"], post["message"]) == (mm.bot["id"], "", "hello")
+    assert post["props"]["from_bot"] == "true"
+    assert mm.posts_in(mm.channels["support"]["id"])[-1]["id"] == post["id"]
+
+    fetched = http.get(f"{mm.url}/api/v4/posts/{post['id']}", headers=bearer(mm.bot),
+                       timeout=TIMEOUT)
+    assert fetched.json()["create_at"] == post["create_at"]
+
+
+def test_thread_lists_root_and_replies_newest_first(mm, http):
+    root = create_post(http, mm, mm.bot, "support", "root").json()
+    first = mm.user_post(mm.agent, mm.channels["support"]["id"], "one", root_id=root["id"])
+    second = mm.user_post(mm.agent, mm.channels["support"]["id"], "two", root_id=root["id"])
+    thread = http.get(f"{mm.url}/api/v4/posts/{first['id']}/thread", headers=bearer(mm.bot),
+                      timeout=TIMEOUT).json()
+    assert thread["order"] == [second["id"], first["id"], root["id"]]
+    assert thread["posts"][root["id"]]["reply_count"] == 2
+    assert (thread["next_post_id"], thread["prev_post_id"], thread["has_next"]) == ("", "", False)
+
+
+def test_post_to_a_channel_the_bot_has_not_joined_is_403(mm, http):
+    response = create_post(http, mm, mm.bot, "not-joined", "hello")
+    assert_app_error(response, 403, "api.context.permissions.app_error")
+    assert response.json()["message"] == "You do not have the appropriate permissions."
+    assert mm.posts == []
+
+
+def test_reply_to_an_unknown_or_reply_root_is_400(mm, http):
+    root = create_post(http, mm, mm.bot, "support", "root").json()
+    reply = create_post(http, mm, mm.bot, "support", "reply", root_id=root["id"])
+    assert reply.status_code == 201
+
+    unknown = create_post(http, mm, mm.bot, "support", "x", root_id="b" * 26)
+    nested = create_post(http, mm, mm.bot, "support", "x", root_id=reply.json()["id"])
+    assert_app_error(unknown, 400, "api.post.create_post.root_id.app_error")
+    assert_app_error(nested, 400, "api.post.create_post.root_id.app_error")
+    mm.delete_post(root["id"])
+    deleted = create_post(http, mm, mm.bot, "support", "x", root_id=root["id"])
+    assert_app_error(deleted, 400, "api.post.create_post.root_id.app_error")
+
+
+def test_post_to_an_archived_channel_is_400(mm, http):
+    response = create_post(http, mm, mm.bot, "archived", "hello")
+    assert_app_error(response, 400, "api.post.create_post.can_not_post_to_deleted.error")
+
+
+def test_message_over_the_post_size_limit_is_400(mm, http):
+    assert create_post(http, mm, mm.bot, "support", "x" * MAX_POST_SIZE).status_code == 201
+    too_long = create_post(http, mm, mm.bot, "support", "x" * (MAX_POST_SIZE + 1))
+    assert_app_error(too_long, 400, "model.post.is_valid.message_length.app_error")
+
+
+def test_rate_limited_request_gets_plain_text_429_with_headers(mm, http):
+    mm.fail_next(1, 429)
+    url = f"{mm.url}/api/v4/users/me"
+    limited = http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT)
+    assert limited.status_code == 429
+    assert limited.headers["Content-Type"].startswith("text/plain")
+    assert limited.text.strip() == "limit exceeded"
+    assert limited.headers["X-RateLimit-Limit"] == "10"
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert limited.headers["X-RateLimit-Reset"] == "1"
+    assert limited.headers["Retry-After"] == "1"
+    assert http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT).status_code == 200
+
+
+def test_injected_500_and_unknown_route_are_app_errors(mm, http):
+    mm.fail_next(1, 500)
+    failed = http.get(f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT)
+    assert failed.status_code == 500
+    assert set(failed.json()) == APP_ERROR_KEYS
+    missing = http.get(f"{mm.url}/api/v4/nope", headers=bearer(mm.bot), timeout=TIMEOUT)
+    assert_app_error(missing, 404, "api.context.404.app_error")
+
+
+def test_repeated_pending_post_id_returns_the_same_post(mm, http):
+    first = create_post(http, mm, mm.bot, "support", "once", pending_post_id="p1")
+    again = create_post(http, mm, mm.bot, "support", "once", pending_post_id="p1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json()["id"] == again.json()["id"]
+    assert len(mm.posts) == 1
+
+
+def test_pending_post_id_still_in_flight_gets_500_pending(mm):
+    mm.delay = 0.3
+    body = {"channel_id": mm.channels["support"]["id"], "message": "slow", "pending_post_id": "p2"}
+
+    def post():
+        return requests.post(f"{mm.url}/api/v4/posts", json=body, headers=bearer(mm.bot),
+                             timeout=TIMEOUT)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(post)
+        time.sleep(0.1)
+        retry = post()
+        first = slow.result()
+    assert_app_error(retry, 500, "api.post.deduplicate_create_post.pending")
+    assert first.status_code == 201
+    mm.delay = 0.0
+    assert post().json()["id"] == first.json()["id"]
+    assert len(mm.posts) == 1
+
+
+def test_webhook_fires_for_the_bots_own_post_form_encoded_without_root_id(mm, http, receiver):
+    token = mm.add_outgoing_webhook(mm.channels["support"]["id"], receiver.url)
+    root = create_post(http, mm, mm.bot, "support", "root").json()
+    reply = create_post(http, mm, mm.bot, "support", "in thread", root_id=root["id"]).json()
+    mm.wait_for_webhooks()
+
+    assert len(receiver.calls) == 2
+    call = receiver.calls[1]
+    assert call["content_type"] == "application/x-www-form-urlencoded"
+    assert call["user_agent"] == "Mattermost-Bot/1.1"
+    fields = parse_qs(call["body"], keep_blank_values=True)
+    form = {key: values[0] for key, values in fields.items()}
+    assert set(form) == {"token", "team_id", "team_domain", "channel_id", "channel_name",
+                         "timestamp", "user_id", "user_name", "post_id", "text",
+                         "trigger_word", "file_ids"}
+    assert form["token"] == token and len(token) == 26
+    assert form["timestamp"] == str(reply["create_at"] // 1000)
+    assert (form["post_id"], form["user_name"], form["text"]) == (reply["id"], "bridge-bot",
+                                                                  "in thread")
+    assert mm.webhook_deliveries[1]["payload"] == form
+    assert mm.webhook_deliveries[1]["status"] == 200
+
+
+def test_json_webhook_timestamp_is_in_milliseconds(mm, receiver):
+    mm.add_outgoing_webhook(mm.channels["sales"]["id"], receiver.url,
+                            content_type="application/json")
+    post = mm.user_post(mm.agent, mm.channels["sales"]["id"], "hi from alice")
+    mm.wait_for_webhooks()
+    payload = json.loads(receiver.calls[0]["body"])
+    assert receiver.calls[0]["content_type"] == "application/json"
+    assert payload["timestamp"] == post["create_at"]
+    assert "root_id" not in payload
+    assert (payload["user_name"], payload["trigger_word"]) == ("alice", "")
+
+
+def test_webhooks_do_not_fire_in_private_channels_or_without_trigger_word(mm, receiver):
+    mm.add_outgoing_webhook("", receiver.url, trigger_words=["#ticket"])
+    mm.user_post(mm.agent, mm.channels["private-ops"]["id"], "#ticket secret")
+    mm.user_post(mm.agent, mm.channels["billing"]["id"], "no trigger here")
+    mm.user_post(mm.agent, mm.channels["billing"]["id"], "#ticket open")
+    mm.wait_for_webhooks()
+    assert [parse_qs(call["body"])["trigger_word"] for call in receiver.calls] == [["#ticket"]]
+
+
+def test_webhook_comment_reply_is_threaded_and_does_not_fire_again(mm, http, receiver):
+    mm.add_outgoing_webhook(mm.channels["support"]["id"], receiver.url)
+    receiver.reply_body = json.dumps({"text": "got it", "response_type": "comment"})
+    root = create_post(http, mm, mm.bot, "support", "visitor says hi").json()
+    mm.wait_for_webhooks()
+
+    comment = mm.get_post(mm.webhook_deliveries[0]["response_post_id"])
+    assert (comment["root_id"], comment["message"]) == (root["id"], "got it")
+    assert comment["props"]["from_webhook"] == "true"
+    assert len(receiver.calls) == 1 and len(mm.webhook_deliveries) == 1
+
+    # As in app/webhook.go: a comment on a reply gets the reply as root_id and fails.
+    mm.user_post(mm.agent, mm.channels["support"]["id"], "agent answer", root_id=root["id"])
+    mm.wait_for_webhooks()
+    assert "root_id" in mm.webhook_deliveries[1]["error"]
+    assert len(mm.posts) == 3
+
+
+def test_empty_webhook_response_creates_nothing(mm, receiver):
+    mm.add_outgoing_webhook(mm.channels["support"]["id"], receiver.url)
+    mm.user_post(mm.agent, mm.channels["support"]["id"], "hello")
+    mm.wait_for_webhooks()
+    assert mm.webhook_deliveries[0]["response_post_id"] is None
+    assert len(mm.posts) == 1
+
+
+def test_stop_refuses_connections_and_restart_serves_the_same_port(mm, http):
+    ping = f"{mm.url}/api/v4/system/ping"
+    assert http.get(ping, timeout=TIMEOUT).status_code == 200
+    url = mm.url
+    mm.stop()
+    with pytest.raises(requests.ConnectionError):
+        http.get(ping, timeout=TIMEOUT)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(ping, timeout=TIMEOUT)
+    mm.restart()
+    assert mm.url == url
+    assert http.get(ping, timeout=TIMEOUT).status_code == 200
+
+
+def test_stop_resets_a_request_still_in_flight(mm):
+    mm.delay = 0.5
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(requests.get, f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT)
+        time.sleep(0.1)
+        mm.stop()
+        with pytest.raises(requests.ConnectionError):
+            pending.result()
