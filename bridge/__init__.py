@@ -53,12 +53,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["when"] = format_timestamp
 
     from . import cli, db, errors
-    from .views import admin, api, auth, chat, hooks, log
+    from .views import admin, api, auth, chat, checklist, hooks, log
 
     db.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
-    for blueprint in (auth.bp, admin.bp, log.bp, api.bp, hooks.bp, chat.bp):
+    for blueprint in (auth.bp, admin.bp, checklist.bp, log.bp, api.bp, hooks.bp, chat.bp):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhook) or capability-URL (chat) routes; see chat.py.
     for blueprint in (api.bp, hooks.bp, chat.bp):

@@ -9,6 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from .. import checklist as readiness
 from .. import htmx
 from .. import mattermost as mm
 from ..db import get_sender, get_store
@@ -46,6 +47,7 @@ def dashboard():
         cards.append(
             {
                 "settings": settings,
+                "checklist": readiness.checklist(store, settings["name"]),
                 "failed": store.count_failed(settings["name"]),
                 "last_send": store.last_log(settings["name"], "outbound", action="post"),
                 "last_inbound": store.last_log(settings["name"], "inbound"),
