@@ -6,6 +6,7 @@ import os
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from werkzeug.security import generate_password_hash
 
 from . import instance_secret_key
@@ -18,6 +19,7 @@ ENV_CHOICE = click.Choice(ENVIRONMENTS)
 
 
 @click.command("init")
+@with_appcontext
 def init_command() -> None:
     """Create the instance folder, the schema (idempotent) and the secret key."""
     os.makedirs(current_app.instance_path, exist_ok=True)
@@ -30,6 +32,7 @@ def init_command() -> None:
 
 
 @click.command("set-password")
+@with_appcontext
 @click.option("--password", help="The new admin password (asked for when left out).")
 def set_password_command(password: str | None) -> None:
     """Set the admin password for the web screens."""
@@ -44,6 +47,7 @@ def set_password_command(password: str | None) -> None:
 
 
 @click.command("configure")
+@with_appcontext
 @click.argument("env", type=ENV_CHOICE)
 @click.option("--server-url", help="Mattermost server, e.g. https://chat.example.com")
 @click.option("--bot-token", help="The bot account's access token.")
@@ -154,6 +158,7 @@ def _warn_about_channels(store, settings: dict) -> str:
 
 
 @click.command("api-key")
+@with_appcontext
 @click.argument("env", type=ENV_CHOICE)
 def api_key_command(env: str) -> None:
     """Print a new host API key for ENV (the old key stops working)."""
@@ -165,6 +170,7 @@ def api_key_command(env: str) -> None:
 
 
 @click.command("retry")
+@with_appcontext
 @click.argument("env", type=ENV_CHOICE, required=False)
 def retry_command(env: str | None) -> None:
     """Send again the messages that failed."""
@@ -178,6 +184,7 @@ def retry_command(env: str | None) -> None:
 
 
 @click.command("prune-log")
+@with_appcontext
 @click.option("--days", type=click.FloatRange(min=0), required=True,
               help="Delete log rows older than this many days.")
 def prune_log_command(days: float) -> None:

@@ -13,6 +13,7 @@ from flask import Blueprint, g, jsonify, request
 
 from ..db import get_sender, get_store
 from ..errors import ApiError
+from ..openapi import SPEC
 from ..sender import ConversationClosed
 from ..store import NotFound
 
@@ -26,6 +27,8 @@ MAX_EXTERNAL_ID = 200
 
 @bp.before_request
 def authenticate():
+    if request.endpoint == "api.openapi":
+        return  # the description is public; it holds no data
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -109,6 +112,12 @@ def _conversation_json(conversation: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- routes -------------------------------------------------------------------------------
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(SPEC)
+
 
 
 @bp.post("/conversations")
