@@ -11,6 +11,7 @@ from werkzeug.security import generate_password_hash
 
 from . import instance_secret_key
 from . import mattermost as mm
+from .callbacks import CallbackSender
 from .db import get_sender, get_store
 from .integration import activation_problems, logged_client, new_api_key, verify_bot
 from .store import ENVIRONMENTS
@@ -173,12 +174,18 @@ def api_key_command(env: str) -> None:
 @with_appcontext
 @click.argument("env", type=ENV_CHOICE, required=False)
 def retry_command(env: str | None) -> None:
-    """Send again the messages that failed."""
+    """Send again the messages that failed, and reply callbacks that are due."""
     counts = get_sender().retry_failed(env)
     click.echo(
         f"Retried: {counts['sent']} sent, {counts['failed']} still failed, "
         f"{counts['skipped']} left for an inactive environment."
     )
+    callbacks = CallbackSender(get_store()).retry_due(env)
+    if callbacks["delivered"] or callbacks["failed"]:
+        click.echo(
+            f"Reply callbacks: {callbacks['delivered']} delivered, "
+            f"{callbacks['failed']} failed (tried again later)."
+        )
     if counts["failed"]:
         raise SystemExit(1)
 
