@@ -236,3 +236,67 @@ def test_inactive_environment_acknowledges_and_ignores_replies(live, mm, key):
         assert len(messages(live, key, conversation_id)) == 1
     finally:
         live.cli("configure", "test", "--activate")
+
+
+class HostReceiver:
+    """The host's callback endpoint, verifying the signature as a host would."""
+
+    def __init__(self, secret: str, answer: int = 200):
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        self.secret, self.answer, self.received = secret, answer, []
+
+        @Request.application
+        def app(request):
+            from bridge.callbacks import verify_signature
+
+            body = request.get_data()
+            valid = verify_signature(self.secret, request.headers.get("X-Bridge-Timestamp", ""),
+                                     body, request.headers.get("X-Bridge-Signature", ""))
+            self.received.append({"valid": valid, "json": json.loads(body)})
+            return Response("", status=self.answer if valid else 401)
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/replies?key=host-secret-query"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live, mm, key):
+    secret = "callback-secret-for-tests"
+    receiver = HostReceiver(secret, answer=503)
+    live.cli("configure", "test", "--callback-url", receiver.url, "--callback-secret", secret)
+    try:
+        conversation_id = start_chat_from_api(live, key, "callback please")
+        root = conversation(live, key, conversation_id)["root_post_id"]
+        mm.user_post(mm.agent, mm.channels["support"]["id"], "Signed answer", root_id=root)
+        mm.wait_for_webhooks()
+        assert len(receiver.received) == 2  # two inline attempts, both refused by the host
+        assert all(r["valid"] for r in receiver.received)
+        payload = receiver.received[0]["json"]
+        assert payload["event"] == "message.created"
+        assert payload["conversation"]["id"] == conversation_id
+        assert payload["message"]["text"] == "Signed answer"
+        assert payload["message"]["author"] == "Alice Agent"
+
+        receiver.answer = 200
+        db = str(live.instance / "bridge.db")
+        import sqlite3
+        conn = sqlite3.connect(db, timeout=10)
+        conn.execute("UPDATE messages SET next_delivery_at = 0 WHERE delivery_status = 'failed'")
+        conn.commit()
+        conn.close()
+        result = live.cli("retry", "test", check=False)
+        assert "1 delivered" in result.stdout
+        assert len(receiver.received) == 3 and receiver.received[-1]["valid"]
+        log = live.login().get(f"{live.url}/log?env=test&direction=callback", timeout=10).text
+        assert "HTTP 503" in log and secret not in log and "host-secret-query" not in log
+    finally:
+        live.cli("configure", "test", "--callback-url", "")
+        receiver.close()
