@@ -1,0 +1,428 @@
+"""bridge/sender.py: persist -> post -> log, retries, split, pending_post_id."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import requests
+import requests_mock as rm
+
+from bridge import mattermost as mm
+from bridge import sender as sender_module
+from bridge.sender import ConversationClosed, Sender
+from tests.test_text import mattermost_mentions
+
+SERVER = "https://chat.example.com"
+TOKEN = "b0tt0ken5ecret0123456789ab"
+POSTS = f"{SERVER}/api/v4/posts"
+MIRROR = "mirrorchannelid0000000000a"
+ORDERS = "orderschannelid00000000000"
+JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc.false"}
+
+
+def app_error(status: int, message: str = "error") -> dict:
+    return {"id": f"test.{status}.app_error", "message": message, "detailed_error": "",
+            "request_id": "req", "status_code": status}
+
+
+def failure(status: int, message: str = "error") -> dict:
+    return {"status_code": status, "json": app_error(status, message), "headers": JSON}
+
+
+@pytest.fixture
+def env(store):
+    return store.update_environment(
+        "test",
+        server_url=SERVER,
+        bot_token=TOKEN,
+        bot_user_id="botuserid",
+        bot_username="bridgebot",
+        mirror_channel_id=MIRROR,
+        mirror_channel_name="Support",
+        active=1,
+        notify_map={"order": ORDERS},
+    )
+
+
+@pytest.fixture
+def session():
+    return requests.Session()
+
+
+@pytest.fixture
+def mock(session):
+    with rm.Mocker(session=session) as mocker:
+        yield mocker
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def sender(store, session, sleeps, env):
+    return Sender(store, session=session, sleep=sleeps.append, retry_budget=8.0)
+
+
+_ids = itertools.count(1)
+
+
+def created(request, context):
+    """Mattermost's 201 answer to POST /posts: the post with a new id."""
+    context.status_code = 201
+    context.headers.update(JSON)
+    body = request.json()
+    return {"id": f"post{next(_ids):022d}", "root_id": "", **body}
+
+
+def posted(mock) -> list[dict]:
+    return [request.json() for request in mock.request_history if request.method == "POST"]
+
+
+# -- threads ----------------------------------------------------------------------
+
+
+def test_new_conversation_becomes_a_root_post_and_the_next_message_a_reply(mock, sender, store):
+    mock.post(POSTS, json=created)
+    conversation, first = sender.start_conversation("test", "Ann", "Hello there")
+    assert first["status"] == "sent"
+    assert conversation["root_post_id"] == first["post_id"]
+    assert conversation["channel_id"] == MIRROR
+
+    reply = sender.add_visitor_message("test", conversation["id"], "Anyone?")
+    assert reply["status"] == "sent"
+
+    root_body, reply_body = posted(mock)
+    assert "root_id" not in root_body
+    assert root_body["channel_id"] == MIRROR
+    assert "Ann" in root_body["message"] and "Hello there" in root_body["message"]
+    assert reply_body["root_id"] == conversation["root_post_id"]
+    assert reply_body["channel_id"] == MIRROR
+    assert "Anyone?" in reply_body["message"]
+    assert reply_body["props"] == {"bridge_message_id": str(reply["id"])}
+
+
+def test_every_post_carries_a_pending_post_id_from_the_message(mock, sender, store):
+    mock.post(POSTS, json=created)
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert posted(mock)[0]["pending_post_id"] == f"{message['pending_key']}:0"
+
+
+def test_text_over_the_post_limit_is_split_into_posts_in_order(mock, sender, store):
+    mock.post(POSTS, json=created)
+    text = " ".join(f"w{i:05d}" for i in range(7000))  # about 49,000 characters
+    conversation, message = sender.start_conversation("test", "Ann", text)
+
+    bodies = posted(mock)
+    assert len(bodies) >= 3
+    assert all(len(body["message"]) <= mm.MAX_POST_SIZE for body in bodies)
+    assert "".join(body["message"] for body in bodies) == sender_module.format_message(
+        message, is_root=True
+    )
+    assert "root_id" not in bodies[0]
+    root = conversation["root_post_id"]
+    assert all(body["root_id"] == root for body in bodies[1:])
+    assert len({body["pending_post_id"] for body in bodies}) == len(bodies)
+    assert message["status"] == "sent"
+    assert len(message["chunk_post_ids"]) == len(bodies)
+    assert message["post_id"] == message["chunk_post_ids"][0] == root
+
+
+def test_long_reply_parts_all_stay_in_the_conversation_thread(mock, sender, store):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hi")
+    reply = sender.add_visitor_message("test", conversation["id"], "z" * 20000)
+    bodies = posted(mock)[1:]
+    assert len(bodies) == 2
+    assert all(body["root_id"] == conversation["root_post_id"] for body in bodies)
+    assert reply["status"] == "sent"
+
+
+# -- mentions ---------------------------------------------------------------------
+
+
+def test_visitor_mentions_never_reach_mattermost_verbatim(mock, sender):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "@all Eve", "@channel help, @here!")
+    sender.add_visitor_message("test", conversation["id"], "still there @john?")
+    for body in posted(mock):
+        for mention in ("@channel", "@here", "@all", "@john"):
+            assert mention not in body["message"]
+        assert mattermost_mentions(body["message"]) == set()
+
+
+def test_splitting_never_starts_a_post_with_a_live_mention(mock, sender):
+    # "a@channel" is not a mention, so it is left alone; a hard cut right
+    # before the "@" must not turn the next part into "@channel ...".
+    mock.post(POSTS, json=created)
+    prefix = len(sender_module.format_message(
+        {"direction": "visitor", "author": "Eve", "text": ""}, is_root=True))
+    text = "a" * (mm.MAX_POST_SIZE - prefix) + "@channel look at this"
+    sender.start_conversation("test", "Eve", text)
+    bodies = posted(mock)
+    assert len(bodies) == 2
+    for body in bodies:
+        assert mattermost_mentions(body["message"]) == set()
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+def test_403_fails_the_message_naming_the_bot_and_channel_and_how_to_fix(mock, sender, store):
+    mock.post(POSTS, **failure(403, "You do not have the appropriate permissions."))
+    conversation, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert "@bridgebot" in message["error"]
+    assert "Support" in message["error"]
+    assert "add it" in message["error"]
+    assert len(mock.request_history) == 1  # not retried: it cannot succeed
+    assert conversation["root_post_id"] == ""
+
+
+def test_403_for_an_unnamed_channel_names_the_channel_id(mock, sender, store):
+    mock.post(POSTS, **failure(403))
+    message = sender.notify("test", "order", "New order #12")
+    assert message["status"] == "failed"
+    assert ORDERS in message["error"]
+    assert "@bridgebot" in message["error"]
+
+
+def test_401_fails_the_message_saying_the_token_is_bad(mock, sender):
+    mock.post(POSTS, **failure(401, "Invalid or expired session, please login again."))
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert "token" in message["error"]
+    assert len(mock.request_history) == 1
+
+
+def test_429_then_201_is_sent_after_sleeping_retry_after(mock, sender, sleeps):
+    mock.post(POSTS, [
+        {"status_code": 429, "text": "limit exceeded\n",
+         "headers": {"Retry-After": "3", "X-RateLimit-Reset": "3", "Content-Type": "text/plain"}},
+        {"json": created},
+    ])
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "sent"
+    assert sleeps == [3.0]
+    assert len(mock.request_history) == 2
+
+
+def test_429_longer_than_the_budget_is_not_waited_for(mock, sender, sleeps):
+    mock.post(POSTS, status_code=429, text="limit exceeded", headers={"Retry-After": "60"})
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert sleeps == []
+    assert "429" in message["error"]
+
+
+def test_500s_fail_within_the_retry_budget_then_retry_sends_once_with_the_same_pending_id(
+    mock, sender, sleeps, store
+):
+    mock.post(POSTS, **failure(500, "Unable to save the post."))
+    conversation, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert "500" in message["error"]
+    failed_calls = posted(mock)
+    assert len(failed_calls) == sender_module.MAX_ATTEMPTS
+    assert sum(sleeps) < sender.retry_budget
+    pending_ids = {body["pending_post_id"] for body in failed_calls}
+    assert len(pending_ids) == 1
+
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    counts = sender.retry_failed()
+    assert counts == {"sent": 1, "failed": 0, "skipped": 0}
+    retried = posted(mock)
+    assert len(retried) == 1
+    assert retried[0]["pending_post_id"] in pending_ids
+    message = store.message(message["id"])
+    assert message["status"] == "sent"
+    assert message["error"] == ""
+    assert store.conversation(conversation["id"])["root_post_id"] == message["post_id"]
+
+    mock.reset_mock()
+    assert sender.retry_failed() == {"sent": 0, "failed": 0, "skipped": 0}
+    assert mock.call_count == 0
+
+
+def test_a_small_retry_budget_stops_retrying_early(mock, store, session, env):
+    sleeps: list[float] = []
+    sender = Sender(store, session=session, sleep=sleeps.append, retry_budget=1.0)
+    mock.post(POSTS, **failure(503))
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert sum(sleeps) < 1.0
+    assert len(mock.request_history) == len(sleeps) + 1 < sender_module.MAX_ATTEMPTS
+
+
+def test_unreachable_server_fails_with_the_cause_and_is_kept(mock, sender, store):
+    mock.post(POSTS, exc=requests.exceptions.ConnectionError)
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    assert "cannot reach chat.example.com" in message["error"]
+    assert store.message(message["id"])["text"] == "Hello"
+    assert store.failed_message_ids("test") == [message["id"]]
+
+
+def test_a_reply_whose_root_failed_earlier_posts_the_root_first(mock, sender, store):
+    mock.post(POSTS, **failure(500))
+    conversation, first = sender.start_conversation("test", "Ann", "First words")
+    assert first["status"] == "failed"
+
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    reply = sender.add_visitor_message("test", conversation["id"], "Second words")
+    assert reply["status"] == "sent"
+    root_body, reply_body = posted(mock)
+    assert "First words" in root_body["message"] and "root_id" not in root_body
+    assert "Second words" in reply_body["message"]
+    conversation = store.conversation(conversation["id"])
+    assert reply_body["root_id"] == conversation["root_post_id"] != ""
+    assert store.message(first["id"])["status"] == "sent"
+
+
+def test_a_reply_fails_when_its_root_still_cannot_be_posted(mock, sender, store):
+    mock.post(POSTS, **failure(403))
+    conversation, _ = sender.start_conversation("test", "Ann", "First")
+    reply = sender.add_visitor_message("test", conversation["id"], "Second")
+    assert reply["status"] == "failed"
+    assert "first message" in reply["error"]
+    assert all("root_id" not in body for body in posted(mock))
+
+
+def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, store):
+    mock.post(POSTS, [{"json": created}] + [failure(500)] * sender_module.MAX_ATTEMPTS)
+    _, message = sender.start_conversation("test", "Ann", "y" * 20000)
+    assert message["status"] == "failed"
+    assert len(message["chunk_post_ids"]) == 1
+
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test")["sent"] == 1
+    (second_part,) = posted(mock)
+    assert second_part["pending_post_id"] == f"{message['pending_key']}:1"
+    assert second_part["root_id"] == message["chunk_post_ids"][0]
+    assert len(store.message(message["id"])["chunk_post_ids"]) == 2
+
+
+def test_visitor_cannot_write_to_a_closed_conversation(mock, sender, store):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hi")
+    store.close_conversation(conversation["id"])
+    with pytest.raises(ConversationClosed):
+        sender.add_visitor_message("test", conversation["id"], "Hello?")
+    assert len(posted(mock)) == 1
+
+
+def test_no_mirror_channel_fails_with_a_reason(mock, sender, store):
+    store.update_environment("test", mirror_channel_id="")
+    _, message = sender.start_conversation("test", "Ann", "Hi")
+    assert message["status"] == "failed"
+    assert "mirror channel" in message["error"]
+    assert mock.call_count == 0
+
+
+# -- skipped ------------------------------------------------------------------------
+
+
+def test_inactive_environment_skips_with_a_reason_and_no_http_call(mock, sender, store):
+    store.update_environment("test", active=0)
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "skipped"
+    assert "inactive" in message["reason"]
+    assert mock.call_count == 0
+    (row,) = store.log_page(env="test")
+    assert row["outcome"] == "ignored"
+    assert "inactive" in row["error"]
+    assert row["message_id"] == message["id"]
+
+
+def test_retry_leaves_failed_messages_of_an_inactive_environment_alone(mock, sender, store):
+    mock.post(POSTS, **failure(500))
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    store.update_environment("test", active=0)
+    mock.reset_mock()
+    assert sender.retry_failed() == {"sent": 0, "failed": 0, "skipped": 1}
+    assert mock.call_count == 0
+    assert store.message(message["id"])["status"] == "failed"
+
+
+def test_unmapped_notification_type_is_skipped_naming_the_type(mock, sender, store):
+    message = sender.notify("test", "refund", "Refund requested")
+    assert message["status"] == "skipped"
+    assert "refund" in message["reason"]
+    assert mock.call_count == 0
+    (row,) = store.log_page(env="test")
+    assert row["outcome"] == "ignored"
+    assert "refund" in row["error"]
+
+
+def test_mapped_notification_is_sent_to_its_channel_as_given(mock, sender):
+    mock.post(POSTS, json=created)
+    message = sender.notify("test", "order", "New order #42 from @bob")
+    assert message["status"] == "sent"
+    assert message["channel_id"] == ORDERS
+    (body,) = posted(mock)
+    assert body["channel_id"] == ORDERS
+    assert "root_id" not in body
+    assert body["message"] == "New order #42 from @bob"
+
+
+# -- the integration log --------------------------------------------------------------
+
+
+def test_every_attempt_leaves_one_log_row_without_the_token(mock, sender, store):
+    mock.post(POSTS, [failure(500), failure(502), {"json": created}])
+    conversation, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "sent"
+    rows = store.log_page(env="test")
+    assert len(rows) == 3 == mock.call_count
+    assert [row["http_status"] for row in reversed(rows)] == [500, 502, 201]
+    assert [row["outcome"] for row in reversed(rows)] == ["error", "error", "ok"]
+    for row in rows:
+        assert row["direction"] == "outbound"
+        assert row["action"] == "post"
+        assert row["target"] == MIRROR
+        assert row["message_id"] == message["id"]
+        assert row["conversation_id"] == conversation["id"]
+        assert TOKEN not in repr(row)
+    assert rows[0]["post_id"] == message["post_id"]
+
+
+def test_failed_send_log_rows_never_hold_the_token(mock, sender, store):
+    mock.post(POSTS, **failure(401, "Invalid or expired session, please login again."))
+    sender.start_conversation("test", "Ann", "Hello")
+    sender.notify("test", "order", "x")
+    rows = store.log_page()
+    assert len(rows) == 2
+    assert all(row["outcome"] == "error" and row["http_status"] == 401 for row in rows)
+    assert all(TOKEN not in repr(row) for row in rows)
+
+
+# -- test message ----------------------------------------------------------------------
+
+
+def test_test_message_returns_a_permalink(mock, sender):
+    mock.post(POSTS, json=created)
+    result = sender.send_test_message("test")
+    assert result.ok
+    body = posted(mock)[0]
+    assert result.permalink.startswith(f"{SERVER}/_redirect/pl/post")
+    assert body["channel_id"] == MIRROR
+
+
+def test_test_message_explains_a_403(mock, sender, store):
+    mock.post(POSTS, **failure(403))
+    result = sender.send_test_message("test")
+    assert not result.ok
+    assert "@bridgebot" in result.error and "Support" in result.error
+    assert store.log_page()[0]["action"] == "test_message"
+
+
+def test_test_message_needs_a_configured_environment(mock, store, session):
+    result = Sender(store, session=session).send_test_message("production")
+    assert not result.ok
+    assert "authentication" in result.error
+    assert mock.call_count == 0

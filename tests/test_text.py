@@ -1,0 +1,190 @@
+"""bridge/text.py: mentions neutralized, long text split."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bridge.text import ZERO_WIDTH_SPACE, neutralize_mentions, one_line, split_text
+
+SYSTEM_MENTIONS = {"@channel", "@here", "@all"}
+
+
+def _fields(text: str) -> list[str]:
+    """strings.FieldsFunc as Mattermost's mention parser calls it."""
+    keep = set(":.-_@")
+    words, word = [], ""
+    for char in text:
+        if char in keep or char.isalpha() or char.isnumeric():
+            word += char
+        elif word:
+            words.append(word)
+            word = ""
+    if word:
+        words.append(word)
+    return words
+
+
+def mattermost_mentions(text: str, usernames: tuple[str, ...] = ("john",)) -> set[str]:
+    """What Mattermost's StandardMentionParser.ProcessText would notify.
+
+    A port of server/channels/app/mention_parser_standard.go (keywords:
+    the system mentions and ``@<username>``), enough to check that visitor
+    text reaches the channel without pinging anyone.
+    """
+    keywords = SYSTEM_MENTIONS | {f"@{name}" for name in usernames}
+    found: set[str] = set()
+
+    def check(word: str) -> bool:
+        if word.lower() in keywords:
+            found.add(word.lower())
+            return True
+        return False
+
+    for word in _fields(text):
+        if word[0] == ":" and word[-1] == ":":
+            continue  # an emoji
+        word = word.lstrip(":.-_")
+        if check(word):
+            continue
+        trimmed, hit = word, False
+        while trimmed and trimmed[-1] in ".-:_":
+            trimmed = trimmed[:-1]
+            if check(trimmed):
+                hit = True
+                break
+        if hit:
+            continue
+        if word.startswith("@") and word not in SYSTEM_MENTIONS:
+            continue  # only an "other potential mention": nobody is notified
+        if any(char in word for char in ".-:"):
+            for part in re.split(r"[.:\-]", word):
+                if part:
+                    check(part)
+    return found
+
+
+# -- the port itself agrees with the server on the plain cases -------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("@channel", {"@channel"}),
+        ("hello @here!", {"@here"}),
+        ("cc @john.", {"@john"}),
+        ("Thanks.@all", {"@all"}),
+        ("mail ann@example.com", set()),
+        ("@" + ZERO_WIDTH_SPACE + "channel", set()),
+    ],
+)
+def test_mention_model_matches_the_server_parser(text, expected):
+    assert mattermost_mentions(text) == expected
+
+
+# -- neutralize_mentions -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@channel help!",
+        "hi @here",
+        "(@all)",
+        "@Channel in capitals",
+        "ping @john please",
+        "is @john.",
+        "line one\n@here on line two",
+        "x-@channel",
+        ":@here",
+        "Thanks.@channel",  # Mattermost splits words on '.', so this pings
+        "_@here",  # Mattermost strips leading '_', so this pings
+    ],
+)
+def test_visitor_text_pings_nobody_after_neutralizing(text):
+    assert mattermost_mentions(text), "the raw text should ping someone"
+    assert mattermost_mentions(neutralize_mentions(text)) == set()
+
+
+def test_neutralized_mention_reads_the_same_apart_from_a_zero_width_space():
+    result = neutralize_mentions("hey @channel and @here and @all and @john")
+    assert "@channel" not in result
+    assert "@here" not in result
+    assert "@all" not in result
+    assert "@john" not in result
+    assert result.replace(ZERO_WIDTH_SPACE, "") == "hey @channel and @here and @all and @john"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "write to ann.lee@example.com",
+        "a@b.c",
+        "first_last@example.org, second@example.org",
+        "no mentions at all",
+        "",
+    ],
+)
+def test_email_addresses_and_plain_text_are_untouched(text):
+    assert neutralize_mentions(text) == text
+
+
+# -- split_text ----------------------------------------------------------------
+
+
+def test_short_text_is_one_part():
+    assert split_text("hello", 10) == ["hello"]
+    assert split_text("", 10) == [""]
+
+
+def test_text_exactly_at_the_limit_is_not_split():
+    assert split_text("x" * 10, 10) == ["x" * 10]
+
+
+@pytest.mark.parametrize("limit", [2, 7, 50, 16383])
+def test_split_keeps_every_character_in_order_within_the_limit(limit):
+    text = "".join(f"word{i} " + ("\n" if i % 7 == 0 else "") for i in range(3000))
+    parts = split_text(text, limit)
+    assert "".join(parts) == text
+    assert all(len(part) <= limit for part in parts)
+    assert all(parts)
+
+
+def test_split_prefers_line_breaks_over_spaces():
+    text = "first line is here\nsecond line goes on and on"
+    parts = split_text(text, 25)
+    assert parts[0] == "first line is here\n"
+    assert "".join(parts) == text
+
+
+def test_split_falls_back_to_a_space():
+    text = "aaaa bbbb cccc dddd eeee"
+    parts = split_text(text, 12)
+    assert parts[0] == "aaaa bbbb "
+    assert all(len(part) <= 12 for part in parts)
+    assert "".join(parts) == text
+
+
+def test_split_cuts_hard_when_there_is_no_break():
+    text = "x" * 25
+    assert split_text(text, 10) == ["x" * 10, "x" * 10, "x" * 5]
+
+
+def test_a_break_early_in_the_window_does_not_make_tiny_parts():
+    text = "a\n" + "b" * 30
+    parts = split_text(text, 10)
+    assert parts[0] == "a\n" + "b" * 8
+    assert "".join(parts) == text
+
+
+def test_split_rejects_a_limit_below_two():
+    with pytest.raises(ValueError):
+        split_text("abc", 1)
+
+
+def test_one_line_flattens_and_shortens():
+    assert one_line("a\n  b\tc") == "a b c"
+    preview = one_line("x" * 100, limit=10)
+    assert len(preview) == 10
+    assert preview.endswith("…")
