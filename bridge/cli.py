@@ -135,7 +135,7 @@ def _verified_identity(store, settings: dict, fields: dict) -> dict:
 def _warn_about_channels(store, settings: dict) -> str:
     """Warn (not refuse) about channels the bot cannot post to; the mirror's name."""
     client = logged_client(store, settings)
-    mirror_name = settings.get("mirror_channel_name", "")
+    mirror_name = ""  # never carry the previous channel's name over to a new id
     channels = {settings["mirror_channel_id"]} | set(settings["notify_map"].values())
     for channel_id in sorted(c for c in channels if c):
         try:

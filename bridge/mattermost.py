@@ -162,22 +162,22 @@ class MattermostClient:
 
     def me(self) -> tuple[dict[str, Any], str]:
         """The bot's own user and the server version (``X-Version-Id``)."""
-        response = self._call("verify", "GET", "/api/v4/users/me", target="users/me")
-        return response.json(), server_version(response.headers.get("X-Version-Id", ""))
+        response, user = self._call("verify", "GET", "/api/v4/users/me", target="users/me")
+        return user, server_version(response.headers.get("X-Version-Id", ""))
 
     def user(self, user_id: str) -> dict[str, Any]:
-        return self._call("user", "GET", f"/api/v4/users/{user_id}", target=user_id).json()
+        return self._call("user", "GET", f"/api/v4/users/{user_id}", target=user_id)[1]
 
     def teams(self) -> list[dict[str, Any]]:
-        return self._call("teams", "GET", "/api/v4/users/me/teams", target="me").json()
+        return self._call("teams", "GET", "/api/v4/users/me/teams", target="me", expect=list)[1]
 
     def channels_for_team(self, user_id: str, team_id: str) -> list[dict[str, Any]]:
         path = f"/api/v4/users/{user_id}/teams/{team_id}/channels"
-        return self._call("channels", "GET", path, target=team_id).json()
+        return self._call("channels", "GET", path, target=team_id, expect=list)[1]
 
     def channel(self, channel_id: str) -> dict[str, Any]:
         path = f"/api/v4/channels/{channel_id}"
-        return self._call("channel", "GET", path, target=channel_id).json()
+        return self._call("channel", "GET", path, target=channel_id)[1]
 
     def is_member(self, channel_id: str, user_id: str) -> bool:
         """Whether the user is in the channel; a 404 means not a member."""
@@ -210,17 +210,18 @@ class MattermostClient:
             body["pending_post_id"] = pending_post_id
         if props:
             body["props"] = props
-        response = self._call(action, "POST", "/api/v4/posts", target=channel_id, json=body)
-        return response.json()
+        return self._call(action, "POST", "/api/v4/posts", target=channel_id, json=body)[1]
 
     def post(self, post_id: str) -> dict[str, Any]:
-        return self._call("lookup", "GET", f"/api/v4/posts/{post_id}", target=post_id).json()
+        return self._call("lookup", "GET", f"/api/v4/posts/{post_id}", target=post_id)[1]
 
     # -- plumbing -----------------------------------------------------------------
 
     def _call(
-        self, action: str, method: str, path: str, *, target: str, **kwargs: Any
-    ) -> requests.Response:
+        self, action: str, method: str, path: str, *, target: str, expect: type = dict,
+        **kwargs: Any,
+    ) -> tuple[requests.Response, Any]:
+        """One HTTP call: the response and its JSON (of type ``expect``), or an error."""
         started = time.perf_counter()
         status = None
         try:
@@ -238,13 +239,13 @@ class MattermostClient:
             status = response.status_code
             if status >= 400 or status in (301, 302, 303, 307, 308):
                 raise _http_error(self.base_url, response)
-            _require_json(self.base_url, response)
+            data = _json_body(self.base_url, response, expect)
         except MattermostError as exc:
             self._record(action, method, target, status, started, error=str(exc))
             raise
-        post_id = response.json().get("id", "") if method == "POST" else ""
+        post_id = data.get("id", "") if method == "POST" else ""
         self._record(action, method, target, status, started, post_id=post_id)
-        return response
+        return response, data
 
     def _record(self, action, method, target, status, started, error="", post_id="") -> None:
         if self.on_call is None:
@@ -258,15 +259,19 @@ class MattermostClient:
 
 def normalize_server_url(url: str) -> str:
     """``chat.example.com/`` -> ``https://chat.example.com``; rejects junk."""
-    url = (url or "").strip().rstrip("/")
-    if url and "://" not in url:
-        url = "https://" + url
+    given = (url or "").strip()
+    url = given if "://" in given else "https://" + given
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not a server URL like https://chat.example.com")
-    if parts.path.endswith("/api/v4"):
-        url = url[: -len("/api/v4")]
-    return url
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{given!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{given!r} is not a server URL like https://chat.example.com")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api/v4"):
+        path = path[: -len("/api/v4")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def server_version(header: str) -> str:
@@ -312,6 +317,14 @@ def _http_error(base_url: str, response: requests.Response) -> MattermostError:
             retry_after=_retry_after(response),
             **fields,
         )
+    if not body and status >= 500:
+        host = urlsplit(base_url).netloc
+        # nginx's 502/503/504 page while Mattermost restarts: worth retrying.
+        return ServerError(
+            f"{status} from {host} with no Mattermost error body (a proxy in front of "
+            "Mattermost, or Mattermost restarting).",
+            **fields,
+        )
     if not body and "X-Version-Id" not in response.headers:
         host = urlsplit(base_url).netloc
         return NotMattermost(
@@ -336,15 +349,27 @@ def _http_error(base_url: str, response: requests.Response) -> MattermostError:
     return MattermostError(f"unexpected HTTP {status} from Mattermost." + suffix, **fields)
 
 
-def _require_json(base_url: str, response: requests.Response) -> None:
+def _json_body(base_url: str, response: requests.Response, expect: type) -> Any:
+    """The answer's JSON, which must be a ``expect``; otherwise this is not Mattermost."""
     content_type = response.headers.get("Content-Type", "")
+    host = urlsplit(base_url).netloc
     if "json" not in content_type:
-        host = urlsplit(base_url).netloc
         raise NotMattermost(
             f"{host} answered, but not with Mattermost's JSON API "
             f"(content type {content_type or 'none'}). Check the server URL.",
             status=response.status_code,
         )
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, expect):
+        raise NotMattermost(
+            f"{host} answered with JSON that is not what Mattermost sends. "
+            "Check the server URL.",
+            status=response.status_code,
+        )
+    return data
 
 
 def _retry_after(response: requests.Response) -> float:

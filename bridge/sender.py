@@ -150,6 +150,11 @@ class Sender:
             )
         except _NotPlaceable as exc:
             return self.store.finish_message(message_id, "failed", error=str(exc))
+        except Exception:
+            # Never leave a message stuck in 'sending': keep it for retry, then let
+            # the error handler log the traceback.
+            self.store.finish_message(message_id, "failed", error="unexpected error while sending")
+            raise
         return self.store.finish_message(message_id, "sent", channel_id=channel_id)
 
     def _placement(self, message: dict, settings: dict) -> tuple[str, str]:

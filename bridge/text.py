@@ -6,8 +6,10 @@ import re
 
 ZERO_WIDTH_SPACE = "\u200b"
 
-# An @ that starts a mention: not inside a word or an e-mail address.
-_MENTION = re.compile(r"(?<![\w.@])@(?=[A-Za-z0-9_.\-])")
+# An @ that can start a mention. Mattermost splits words on . - : and strips
+# leading punctuation, so "Thanks.@channel" pings; only a letter or digit
+# right before the @ (an e-mail address, "a@channel") keeps it inert.
+_MENTION = re.compile(r"(?<![A-Za-z0-9])@(?=[A-Za-z0-9_.\-])")
 
 
 def neutralize_mentions(text: str) -> str:
@@ -37,6 +39,8 @@ def split_text(text: str, limit: int) -> list[str]:
             cut = window.rfind(" ")
         if cut < limit // 2:
             cut = limit - 1
+        while cut > 0 and text[cut + 1] == "@":
+            cut -= 1  # a part must not start with an @: "a@channel" would become live
         parts.append(text[: cut + 1])
         text = text[cut + 1 :]
     parts.append(text)

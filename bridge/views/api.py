@@ -16,6 +16,7 @@ from ..errors import ApiError
 from ..openapi import SPEC
 from ..sender import ConversationClosed
 from ..store import NotFound
+from . import parse_id
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -164,10 +165,10 @@ def get_conversation(conversation_id: str):
 @bp.get("/conversations/<conversation_id>/messages")
 def list_messages(conversation_id: str):
     _conversation(conversation_id)
-    after = request.args.get("after", "0")
-    if not after.isdigit():
+    after = parse_id(request.args.get("after", "0"))
+    if after is None:
         raise ApiError(400, "invalid_field", "'after' must be a message id (a whole number)")
-    rows = get_store().messages_after(conversation_id, int(after), visitor_view=True)
+    rows = get_store().messages_after(conversation_id, after, visitor_view=True)
     messages = [
         {
             "id": row["id"],

@@ -14,6 +14,7 @@ from .. import htmx
 from ..db import get_sender, get_store
 from ..sender import ConversationClosed
 from ..store import NotFound
+from . import parse_id
 
 bp = Blueprint("chat", __name__, url_prefix="/chat")
 ENV = "<any(test, production):env>"
@@ -118,8 +119,7 @@ def send(env: str, conversation_id: str):
 def poll(env: str, conversation_id: str):
     """Messages newer than ``after`` above a fresh poller; 286 stops polling when closed."""
     conversation = _conversation_or_404(env, conversation_id)
-    after = request.args.get("after", "0")
-    after_id = int(after) if after.isdigit() else 0
+    after_id = parse_id(request.args.get("after")) or 0
     messages = get_store().messages_after(conversation_id, after_id, visitor_view=True)
     newest = messages[-1]["id"] if messages else after_id
     body = render_template("chat/_poll.html", env=env, conversation=conversation,

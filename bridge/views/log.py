@@ -7,6 +7,7 @@ from flask import Blueprint, render_template, request
 from .. import htmx
 from ..db import get_store
 from ..store import DIRECTIONS, ENVIRONMENTS, LOG_PAGE_SIZE, OUTCOMES
+from . import parse_id
 from .auth import login_required
 
 bp = Blueprint("log", __name__)
@@ -27,15 +28,10 @@ def _filters() -> dict[str, str]:
     }
 
 
-def _int_arg(name: str) -> int | None:
-    value = request.args.get(name, "")
-    return int(value) if value.isdigit() else None
-
-
 @bp.get("/log")
 def page():
     filters = _filters()
-    before = _int_arg("before")
+    before = parse_id(request.args.get("before"))
     rows = get_store().log_page(**filters, before_id=before)
     context = {
         "rows": rows,
@@ -56,7 +52,7 @@ def page():
 def tail():
     """Rows newer than ``after``, above a fresh poller that remembers the newest."""
     filters = _filters()
-    after = _int_arg("after") or 0
+    after = parse_id(request.args.get("after")) or 0
     rows = get_store().log_page(**filters, after_id=after)
     newest = rows[0]["id"] if rows else after
     return render_template("log/_tail.html", rows=rows, filters=filters, newest_id=newest)
