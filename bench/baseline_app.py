@@ -1,0 +1,85 @@
+"""The bare Flask app the bridge is measured against: one hop in, one hop out.
+
+Served by the same gunicorn command as the bridge (``bench.baseline_app:app``).
+Each route does exactly the one Mattermost call the budget speaks of, with a
+per-process ``requests.Session`` like the bridge's, and nothing else: no
+database, no log, no templates.
+
+Configured by environment: ``BENCH_MM_URL``, ``BENCH_MM_TOKEN``, ``BENCH_MM_CHANNEL``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import requests
+from flask import Flask, abort, jsonify, request
+
+app = Flask(__name__)
+
+MM_URL = os.environ.get("BENCH_MM_URL", "").rstrip("/")
+MM_TOKEN = os.environ.get("BENCH_MM_TOKEN", "")
+MM_CHANNEL = os.environ.get("BENCH_MM_CHANNEL", "")
+TIMEOUT = (3.05, 10.0)  # the bridge's DEFAULT_TIMEOUT
+
+_session: requests.Session | None = None
+_session_pid: int | None = None
+
+
+def session() -> requests.Session:
+    """One Session per (forked) worker process."""
+    global _session, _session_pid
+    if _session is None or _session_pid != os.getpid():
+        _session = requests.Session()
+        _session.headers["User-Agent"] = "bench-baseline/0.1"
+        _session_pid = os.getpid()
+    return _session
+
+
+@app.get("/healthz")
+def healthz():
+    return "ok"
+
+
+@app.post("/conversations/<root_id>/messages")
+def add_message(root_id: str):
+    """Outbound: the single ``POST /api/v4/posts`` (a reply in the thread ``root_id``)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        abort(400)
+    response = session().post(
+        f"{MM_URL}/api/v4/posts",
+        json={
+            "channel_id": MM_CHANNEL,
+            "message": f"**Hans Host:** {body['text']}",
+            "root_id": root_id,
+            "pending_post_id": f"{secrets.token_hex(13)}:0",
+            "props": {"bridge_message_id": "0"},
+        },
+        headers={"Authorization": f"Bearer {MM_TOKEN}"},
+        timeout=TIMEOUT,
+        allow_redirects=False,
+    )
+    if response.status_code >= 300:
+        abort(502)
+    post = response.json()
+    return jsonify({"id": 0, "post_id": post["id"], "status": "sent"}), 201
+
+
+@app.post("/hooks/mattermost/<env>")
+def receive(env: str):
+    """Inbound: read the form payload, the single ``GET /api/v4/posts/{id}``, empty 200."""
+    post_id = request.form.get("post_id", "")
+    if not post_id:
+        abort(400)
+    response = session().get(
+        f"{MM_URL}/api/v4/posts/{post_id}",
+        headers={"Authorization": f"Bearer {MM_TOKEN}"},
+        timeout=TIMEOUT,
+        allow_redirects=False,
+    )
+    if response.status_code >= 300:
+        abort(502)
+    response.json()
+    return "", 200
