@@ -11,7 +11,7 @@ from .store import Store
 def get_store() -> Store:
     """The request's store, opened on first use."""
     if "store" not in g:
-        g.store = Store(current_app.config["DATABASE"])
+        g.store = Store(current_app.config["DATABASE"], shared=True)
     return g.store
 
 

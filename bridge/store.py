@@ -7,17 +7,19 @@ closed afterwards; gunicorn workers each open their own connections.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import secrets
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from sqlite_utils import Database
-from sqlite_utils.db import NotFoundError
 
 ENVIRONMENTS = ("test", "production")
 DIRECTIONS = ("outbound", "inbound", "callback")
@@ -154,6 +156,12 @@ MIGRATIONS: list[str] = [
 ]
 
 
+MESSAGE_INSERT_COLUMNS = frozenset({
+    "env", "conversation_id", "direction", "notification_type", "author", "text", "status",
+    "channel_id", "pending_key", "created_at", "updated_at",
+})
+
+
 class NotFound(LookupError):
     """A row the caller asked for by id does not exist."""
 
@@ -164,9 +172,8 @@ def hash_api_key(key: str) -> str:
 
 
 def new_id() -> str:
-    """A 26-character lowercase id, the shape Mattermost uses for its own ids."""
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(secrets.choice(alphabet) for _ in range(26))
+    """A 26-character lowercase base32 id (130 random bits), like Mattermost's own ids."""
+    return base64.b32encode(secrets.token_bytes(17)).decode().lower()[:26]
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -179,18 +186,53 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+# One open connection per database file, per thread, per process: reopening
+# SQLite on every request cost a WAL checkpoint on close plus re-creating the
+# -wal/-shm files on the next write, more than half of a request's own time.
+# Like the requests Session, this is a pool, not shared state: rows live in SQLite.
+_local = threading.local()
+
+
+def shared_connection(path: str) -> sqlite3.Connection:
+    """This thread's open connection to ``path`` (a forked worker opens its own)."""
+    pool = getattr(_local, "pool", None)
+    if pool is None or _local.pid != os.getpid():
+        pool = _local.pool = {}
+        _local.pid = os.getpid()
+    conn = pool.get(path)
+    if conn is None:
+        conn = pool[path] = connect(path)
+    return conn
+
+
+def close_shared_connection(path: str) -> None:
+    """Close this thread's pooled connection to ``path`` (tests, before deleting it)."""
+    conn = getattr(_local, "pool", {}).pop(path, None)
+    if conn is not None:
+        conn.close()
+
+
 class Store:
     """Every read and write the bridge makes.
 
     :param path: the SQLite file; created when missing.
+    :param shared: use this thread's pooled connection (requests, CLI) rather
+        than a private one (tests, benchmarks, tools that close it).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, shared: bool = False):
         self.path = path
-        self.db = Database(connect(path))
+        self.shared = shared
+        conn = shared_connection(path) if shared else connect(path)
+        self.db = Database(conn, execute_plugins=False)
 
     def close(self) -> None:
-        self.db.conn.close()
+        """Done with the store: a pooled connection stays open, never mid-transaction."""
+        if self.shared:
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+        else:
+            self.db.conn.close()
 
     # -- transactions and schema ---------------------------------------------
 
@@ -286,17 +328,11 @@ class Store:
         """Store a conversation and its first visitor message, both at once."""
         now = time.time()
         conversation_id = new_id()
-        with self.db.atomic():
-            self.db.table("conversations").insert(
-                {
-                    "id": conversation_id,
-                    "env": env,
-                    "visitor_name": visitor_name,
-                    "visitor_email": visitor_email,
-                    "external_id": external_id,
-                    "status": "open",
-                    "created_at": now,
-                }
+        with self.immediate():
+            self.db.execute(
+                "INSERT INTO conversations (id, env, visitor_name, visitor_email, external_id,"
+                " status, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+                [conversation_id, env, visitor_name, visitor_email, external_id, now],
             )
             message = self._insert_message(
                 env=env,
@@ -373,14 +409,18 @@ class Store:
             "updated_at": now,
             **fields,
         }
-        message_id = self.db.table("messages").insert(row).last_pk
-        return self.message(message_id)
+        columns = [column for column in row if column in MESSAGE_INSERT_COLUMNS]
+        cursor = self.db.execute(
+            f"INSERT INTO messages ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)})",
+            [row[column] for column in columns],
+        )
+        return self.message(cursor.lastrowid)
 
     def message(self, message_id: int) -> dict[str, Any]:
-        try:
-            row = self.db.table("messages").get(message_id)
-        except NotFoundError:
-            raise NotFound(f"no message with id {message_id!r}") from None
+        row = self._one("SELECT * FROM messages WHERE id = ?", [message_id])
+        if row is None:
+            raise NotFound(f"no message with id {message_id!r}")
         row["chunk_post_ids"] = json.loads(row["chunk_post_ids"])
         return row
 
@@ -605,15 +645,11 @@ class Store:
         error: str = "",
         reason: str = "",
     ) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "status": status,
-            "error": error,
-            "reason": reason,
-            "updated_at": time.time(),
-        }
-        if channel_id is not None:
-            fields["channel_id"] = channel_id
-        self.db.table("messages").update(message_id, fields)
+        self.db.execute(
+            "UPDATE messages SET status = ?, error = ?, reason = ?, updated_at = ?,"
+            " channel_id = COALESCE(?, channel_id) WHERE id = ?",
+            [status, error, reason, time.time(), channel_id, message_id],
+        )
         return self.message(message_id)
 
     def failed_message_ids(self, env: str | None = None) -> list[int]:

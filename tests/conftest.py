@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge import create_app
-from bridge.store import Store
+from bridge.store import Store, close_shared_connection
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -23,7 +23,8 @@ def app(tmp_path):
     )
     with app.app_context():
         Store(app.config["DATABASE"]).migrate()
-    return app
+    yield app
+    close_shared_connection(app.config["DATABASE"])
 
 
 @pytest.fixture
