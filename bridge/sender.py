@@ -73,18 +73,26 @@ class Sender:
         conversation, message = self.store.create_conversation(
             env, visitor_name, visitor_email, external_id, text
         )
-        message = self.deliver(message["id"])
+        message = self.deliver(message["id"], conversation=conversation, claimed=True)
         return self.store.conversation(conversation["id"]), message
 
-    def add_visitor_message(self, env: str, conversation_id: str, text: str) -> dict[str, Any]:
-        """Store a visitor's next message and post it as a reply in the thread."""
+    def add_visitor_message(
+        self, env: str, conversation_id: str, text: str, *, settings: dict | None = None
+    ) -> dict[str, Any]:
+        """Store a visitor's next message and post it as a reply in the thread.
+
+        :param settings: the environment's settings when the caller has them already.
+        :raises store.NotFound: no such conversation in this environment.
+        """
         conversation = self.store.conversation(conversation_id, env=env)
         if conversation["status"] == "closed":
             raise ConversationClosed(f"conversation {conversation_id} is closed")
         message = self.store.add_visitor_message(
             env, conversation_id, conversation["visitor_name"], text
         )
-        return self.deliver(message["id"])
+        return self.deliver(
+            message["id"], settings=settings, conversation=conversation, claimed=True
+        )
 
     def notify(self, env: str, notification_type: str, text: str) -> dict[str, Any]:
         """Store a typed notification and post it to the channel mapped to its type."""
@@ -95,7 +103,7 @@ class Sender:
             reason = f"type {notification_type!r} is not mapped to a channel"
             self._log_skip(env, message, reason)
             return self.store.finish_message(message["id"], "skipped", reason=reason)
-        return self.deliver(message["id"])
+        return self.deliver(message["id"], settings=settings, claimed=True)
 
     def retry_failed(self, env: str | None = None) -> dict[str, int]:
         """Send again every ``failed`` message (oldest first); counts by outcome."""
@@ -130,20 +138,31 @@ class Sender:
 
     # -- the send itself ------------------------------------------------------
 
-    def deliver(self, message_id: int) -> dict[str, Any]:
-        """Post a stored message (all its parts); returns it with its final status."""
+    def deliver(
+        self,
+        message_id: int,
+        *,
+        settings: dict | None = None,
+        conversation: dict | None = None,
+        claimed: bool = False,
+    ) -> dict[str, Any]:
+        """Post a stored message (all its parts); returns it with its final status.
+
+        :param claimed: the message was stored as 'sending' by this request, so
+            no other worker can know it yet and the claim is skipped.
+        """
         message = self.store.message(message_id)
-        settings = self.store.environment(message["env"])
+        settings = settings or self.store.environment(message["env"])
         if not settings["active"]:
             reason = "environment is inactive"
             self._log_skip(message["env"], message, reason)
             return self.store.finish_message(message_id, "skipped", reason=reason)
-        if not self.store.claim_message(message_id):
+        if not claimed and not self.store.claim_message(message_id):
             return message  # another worker is sending it right now
         channel_id = message["channel_id"]
         try:
-            channel_id, root_id = self._placement(message, settings)
-            self._post_parts(message, settings, channel_id, root_id)
+            channel_id, root_id = self._placement(message, settings, conversation)
+            posted = self._post_parts(message, settings, channel_id, root_id)
         except mm.MattermostError as exc:
             return self.store.finish_message(
                 message_id, "failed", channel_id=channel_id, error=explain(exc, settings, channel_id)
@@ -155,13 +174,17 @@ class Sender:
             # the error handler log the traceback.
             self.store.finish_message(message_id, "failed", error="unexpected error while sending")
             raise
-        return self.store.finish_message(message_id, "sent", channel_id=channel_id)
+        return self.store.finish_message(
+            message_id, "sent", channel_id=channel_id, post_ids=posted
+        )
 
-    def _placement(self, message: dict, settings: dict) -> tuple[str, str]:
+    def _placement(
+        self, message: dict, settings: dict, conversation: dict | None
+    ) -> tuple[str, str]:
         """The channel and thread root a message goes to."""
         if message["direction"] == "notification":
             return message["channel_id"], ""
-        conversation = self.store.conversation(message["conversation_id"])
+        conversation = conversation or self.store.conversation(message["conversation_id"])
         if conversation["root_post_id"]:
             return conversation["channel_id"], conversation["root_post_id"]
         if not settings["mirror_channel_id"]:
@@ -170,7 +193,7 @@ class Sender:
         if first["id"] == message["id"]:
             return settings["mirror_channel_id"], ""
         # The thread's root failed earlier: post it first so the order holds.
-        first = self.deliver(first["id"])
+        first = self.deliver(first["id"], settings=settings)
         conversation = self.store.conversation(conversation["id"])
         if not conversation["root_post_id"]:
             raise _NotPlaceable(
@@ -179,7 +202,10 @@ class Sender:
             )
         return conversation["channel_id"], conversation["root_post_id"]
 
-    def _post_parts(self, message: dict, settings: dict, channel_id: str, root_id: str) -> None:
+    def _post_parts(
+        self, message: dict, settings: dict, channel_id: str, root_id: str
+    ) -> list[str]:
+        """Post every part not posted yet; the ids of all parts, in order."""
         client = self.client(settings, message)
         parts = split_text(format_message(message, is_root=not root_id), mm.MAX_POST_SIZE)
         posted = list(message["chunk_post_ids"])
@@ -195,9 +221,12 @@ class Sender:
                 props={"bridge_message_id": str(message["id"])},
             )
             posted.append(post["id"])
-            self.store.record_chunk_posted(message["id"], posted)
+            if len(parts) > 1:
+                # Remember progress so a retry continues after the last posted part.
+                self.store.record_chunk_posted(message["id"], posted)
             if index == 0 and not root_id and message["conversation_id"]:
                 self.store.set_conversation_root(message["conversation_id"], post["id"], channel_id)
+        return posted
 
     def _post_with_retry(self, client: mm.MattermostClient, channel_id: str, text: str, **kw) -> dict:
         deadline = time.monotonic() + self.retry_budget

@@ -158,7 +158,7 @@ MIGRATIONS: list[str] = [
 
 MESSAGE_INSERT_COLUMNS = frozenset({
     "env", "conversation_id", "direction", "notification_type", "author", "text", "status",
-    "channel_id", "pending_key", "created_at", "updated_at",
+    "channel_id", "pending_key", "created_at", "updated_at", "attempts",
 })
 
 
@@ -224,7 +224,8 @@ class Store:
         self.path = path
         self.shared = shared
         conn = shared_connection(path) if shared else connect(path)
-        self.db = Database(conn, execute_plugins=False)
+        # No plugins, no per-open PRAGMA: this runs on every request.
+        self.db = Database(conn, execute_plugins=False, recursive_triggers=False)
 
     def close(self) -> None:
         """Done with the store: a pooled connection stays open, never mid-transaction."""
@@ -295,11 +296,7 @@ class Store:
         row = self._one("SELECT * FROM environments WHERE name = ?", [name])
         if row is None:
             raise NotFound(f"unknown environment {name!r}: use 'test' or 'production'")
-        row["notify_map"] = json.loads(row["notify_map"])
-        row["active"] = bool(row["active"])
-        row["accept_other_bots"] = bool(row.get("accept_other_bots"))
-        row["bot_is_bot"] = bool(row["bot_is_bot"])
-        return row
+        return _decode_environment(row)
 
     def environments(self) -> list[dict[str, Any]]:
         return [self.environment(name) for name in ENVIRONMENTS]
@@ -315,10 +312,10 @@ class Store:
 
     def environment_for_api_key(self, key: str) -> dict[str, Any] | None:
         row = self._one(
-            "SELECT name FROM environments WHERE api_key_hash = ? AND api_key_hash != ''",
+            "SELECT * FROM environments WHERE api_key_hash = ? AND api_key_hash != ''",
             [hash_api_key(key)],
         )
-        return self.environment(row["name"]) if row else None
+        return _decode_environment(row) if row else None
 
     # -- conversations ---------------------------------------------------------
 
@@ -402,7 +399,9 @@ class Store:
     def _insert_message(self, *, now: float | None = None, **fields: Any) -> dict[str, Any]:
         now = now or time.time()
         row = {
-            "status": "pending",
+            # Stored already claimed by the request that sends it right away.
+            "status": "sending",
+            "attempts": 1,
             # Sent as Mattermost's pending_post_id: a repeat within 30 s is dropped.
             "pending_key": new_id(),
             "created_at": now,
@@ -410,19 +409,17 @@ class Store:
             **fields,
         }
         columns = [column for column in row if column in MESSAGE_INSERT_COLUMNS]
-        cursor = self.db.execute(
+        return _decode_message(self._one(
             f"INSERT INTO messages ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' for _ in columns)})",
+            f" VALUES ({', '.join('?' for _ in columns)}) RETURNING *",
             [row[column] for column in columns],
-        )
-        return self.message(cursor.lastrowid)
+        ))
 
     def message(self, message_id: int) -> dict[str, Any]:
         row = self._one("SELECT * FROM messages WHERE id = ?", [message_id])
         if row is None:
             raise NotFound(f"no message with id {message_id!r}")
-        row["chunk_post_ids"] = json.loads(row["chunk_post_ids"])
-        return row
+        return _decode_message(row)
 
     def messages_after(
         self,
@@ -644,13 +641,23 @@ class Store:
         channel_id: str | None = None,
         error: str = "",
         reason: str = "",
+        post_ids: list[str] | None = None,
     ) -> dict[str, Any]:
-        self.db.execute(
+        """Record the outcome of a send (and the ids of the posts it made)."""
+        row = self._one(
             "UPDATE messages SET status = ?, error = ?, reason = ?, updated_at = ?,"
-            " channel_id = COALESCE(?, channel_id) WHERE id = ?",
-            [status, error, reason, time.time(), channel_id, message_id],
+            " channel_id = COALESCE(?, channel_id), chunk_post_ids = COALESCE(?, chunk_post_ids),"
+            " post_id = COALESCE(?, post_id) WHERE id = ? RETURNING *",
+            [
+                status, error, reason, time.time(), channel_id,
+                json.dumps(post_ids) if post_ids else None,
+                post_ids[0] if post_ids else None,
+                message_id,
+            ],
         )
-        return self.message(message_id)
+        if row is None:
+            raise NotFound(f"no message with id {message_id!r}")
+        return _decode_message(row)
 
     def failed_message_ids(self, env: str | None = None) -> list[int]:
         """Messages to retry, oldest first so a thread's root goes before its replies."""
@@ -755,7 +762,26 @@ class Store:
     # -- helpers ---------------------------------------------------------------
 
     def _one(self, sql: str, params: list[Any] | None = None) -> dict[str, Any] | None:
-        return next(iter(self.db.query(sql, params or [])), None)
+        """The first row as a dict, or None. Reads every row so the statement
+        completes (an unfinished INSERT ... RETURNING would keep its lock)."""
+        cursor = self.db.execute(sql, params or [])
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        return dict(zip([column[0] for column in cursor.description], rows[0], strict=True))
+
+
+def _decode_message(row: dict[str, Any]) -> dict[str, Any]:
+    row["chunk_post_ids"] = json.loads(row["chunk_post_ids"])
+    return row
+
+
+def _decode_environment(row: dict[str, Any]) -> dict[str, Any]:
+    row["notify_map"] = json.loads(row["notify_map"])
+    row["active"] = bool(row["active"])
+    row["accept_other_bots"] = bool(row.get("accept_other_bots"))
+    row["bot_is_bot"] = bool(row["bot_is_bot"])
+    return row
 
 
 def _split_sql(script: str) -> list[str]:

@@ -65,15 +65,23 @@ def test_conversation_is_stored_with_its_first_message(store):
     conversation, message = store.create_conversation("test", "Ann", "a@x.org", "ext-1", "Hi")
     assert len(conversation["id"]) == 26
     assert message["conversation_id"] == conversation["id"]
-    assert message["status"] == "pending"
+    # Stored already claimed by the request that sends it: no other worker may take it.
+    assert message["status"] == "sending" and message["attempts"] == 1
+    assert not store.claim_message(message["id"])
     assert message["chunk_post_ids"] == []
     assert store.first_message(conversation["id"])["id"] == message["id"]
     with pytest.raises(NotFound):
         store.conversation(conversation["id"], env="production")
 
 
-def test_only_one_claimer_wins_a_message(store, app):
+def failed_message(store):
+    """A stored message whose first send failed: it is up for a retry."""
     _, message = store.create_conversation("test", "Ann", "", "", "Hi")
+    return store.finish_message(message["id"], "failed", error="500")
+
+
+def test_only_one_claimer_wins_a_message(store, app):
+    message = failed_message(store)
     other = Store(app.config["DATABASE"])
     try:
         assert store.claim_message(message["id"]) is True
@@ -82,11 +90,11 @@ def test_only_one_claimer_wins_a_message(store, app):
     finally:
         other.close()
     assert store.message(message["id"])["status"] == "sending"
-    assert store.message(message["id"])["attempts"] == 1
+    assert store.message(message["id"])["attempts"] == 2
 
 
 def test_only_one_of_many_concurrent_claimers_wins(store, app):
-    _, message = store.create_conversation("test", "Ann", "", "", "Hi")
+    message = failed_message(store)
     stores = [Store(app.config["DATABASE"]) for _ in range(8)]
     barrier = threading.Barrier(len(stores))
     results: list[bool] = []
@@ -106,7 +114,8 @@ def test_only_one_of_many_concurrent_claimers_wins(store, app):
 
 
 def test_a_failed_message_can_be_claimed_again(store):
-    _, message = store.create_conversation("test", "Ann", "", "", "Hi")
+    message = failed_message(store)
+    assert store.failed_message_ids() == [message["id"]]
     assert store.claim_message(message["id"])
     store.finish_message(message["id"], "failed", error="500")
     assert store.failed_message_ids() == [message["id"]]

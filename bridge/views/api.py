@@ -39,6 +39,7 @@ def authenticate():
     if settings is None:
         raise ApiError(401, "unauthorized", "unknown API key: create one with 'flask api-key ENV'")
     g.env = settings["name"]
+    g.settings = settings
 
 
 # -- request parsing ------------------------------------------------------------------
@@ -149,9 +150,13 @@ def create_conversation():
 def add_message(conversation_id: str):
     body = _body()
     text = _text(body, "text", limit=MAX_TEXT)
-    _conversation(conversation_id)
     try:
-        message = get_sender().add_visitor_message(g.env, conversation_id, text)
+        message = get_sender().add_visitor_message(
+            g.env, conversation_id, text, settings=g.settings
+        )
+    except NotFound:
+        _conversation(conversation_id)  # answers the 404
+        raise
     except ConversationClosed:
         raise ApiError(409, "conversation_closed", "the conversation was closed by an agent") from None
     return jsonify({"id": message["id"], "post_id": message["post_id"], **_delivery(message)}), 201
