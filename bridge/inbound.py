@@ -61,6 +61,7 @@ class Outcome:
     outcome: str  # ok / rejected / ignored / error
     reason: str
     message: dict[str, Any] | None = None
+    logged: bool = False
 
 
 def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -> WebhookPayload:
@@ -125,6 +126,14 @@ class InboundRouter:
 
     def handle(self, env: str, payload: WebhookPayload) -> Outcome:
         outcome = self._route(env, payload)
+        if not outcome.logged:
+            self._log(env, payload, outcome)
+        message = outcome.message or {}
+        if message.get("delivery_status") == "pending":
+            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS)
+        return outcome
+
+    def _log(self, env: str, payload: WebhookPayload, outcome: Outcome) -> None:
         message = outcome.message or {}
         self.store.log(
             env=env,
@@ -138,9 +147,7 @@ class InboundRouter:
             message_id=message.get("id"),
             post_id=payload.post_id,
         )
-        if message.get("delivery_status") == "pending":
-            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS)
-        return outcome
+        outcome.logged = True
 
     def _route(self, env: str, payload: WebhookPayload) -> Outcome:
         settings = self.store.environment(env)
@@ -188,21 +195,27 @@ class InboundRouter:
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""
-        message = self.store.add_inbound_message(
-            env=env,
-            conversation_id=conversation["id"],
-            direction=direction,
-            author=author,
-            text=text,
-            post_id=payload.post_id,
-            delivery_status=delivery,
-        )
-        if message is None:
-            return Outcome(200, "ignored", "duplicate delivery: post already stored")
-        if direction == "event":
-            self.store.close_conversation(conversation["id"])
+        # The reply, the close and the log row commit together: one transaction.
+        with self.store.immediate():
+            message = self.store.add_inbound_message(
+                env=env,
+                conversation_id=conversation["id"],
+                direction=direction,
+                author=author,
+                text=text,
+                post_id=payload.post_id,
+                delivery_status=delivery,
+            )
+            if message is None:
+                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+            else:
+                outcome = Outcome(200, "ok", reason, message)
+                if direction == "event":
+                    self.store.close_conversation(conversation["id"])
+            self._log(env, payload, outcome)
+        if message is not None and direction == "event":
             self._confirm_close(client, conversation)
-        return Outcome(200, "ok", reason, message)
+        return outcome
 
     def _confirm_close(self, client: mm.MattermostClient, conversation: dict) -> None:
         """Say in the thread that it is closed.

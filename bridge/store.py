@@ -472,17 +472,15 @@ class Store:
             (a repeated delivery, maybe racing in another worker).
         """
         now = time.time()
-        try:
-            cursor = self.db.execute(
-                "INSERT INTO messages (env, conversation_id, direction, author, text, status,"
-                " channel_id, post_id, pending_key, created_at, updated_at, delivery_status,"
-                " next_delivery_at) VALUES (?, ?, ?, ?, ?, 'sent', '', ?, ?, ?, ?, ?, ?)",
-                [env, conversation_id, direction, author, text, post_id, new_id(), now, now,
-                 delivery_status, now if delivery_status else None],
-            )
-        except sqlite3.IntegrityError:
-            return None
-        return self.message(cursor.lastrowid)
+        row = self._one(
+            "INSERT OR IGNORE INTO messages (env, conversation_id, direction, author, text,"
+            " status, channel_id, post_id, pending_key, created_at, updated_at,"
+            " delivery_status, next_delivery_at)"
+            " VALUES (?, ?, ?, ?, ?, 'sent', '', ?, ?, ?, ?, ?, ?) RETURNING *",
+            [env, conversation_id, direction, author, text, post_id, new_id(), now, now,
+             delivery_status, now if delivery_status else None],
+        )
+        return _decode_message(row) if row else None
 
     def cached_user(self, env: str, user_id: str, max_age: float) -> dict[str, Any] | None:
         return self._one(
