@@ -31,8 +31,9 @@ def table(figures: list[Figure]) -> str:
 
     def fmt(cells) -> str:
         return "  ".join(
-            cell.rjust(w) if i == 2 else cell.ljust(w) for i, (cell, w) in
-            enumerate(zip(cells, widths, strict=True))).rstrip()
+            cell.rjust(w) if i == 2 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     out = [fmt(headers), rule]
     previous = None
@@ -47,21 +48,36 @@ def table(figures: list[Figure]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run the benchmarks of DESIGN.md section 8 and print one table.")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short smoke run (fewer requests, 250k log rows), under ~40 s")
-    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), metavar="SECTION",
-                        help=f"run only these sections: {', '.join(SECTIONS)}")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary work folder (databases, gunicorn logs)")
+        description="Run the benchmarks of DESIGN.md section 8 and print one table.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run (fewer requests, 250k log rows), under ~40 s",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SECTIONS),
+        metavar="SECTION",
+        help=f"run only these sections: {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary work folder (databases, gunicorn logs)",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mmb-bench-"))
     machine = machine_info()
-    print(f"Mattermost Bridge benchmarks{' (--quick)' if args.quick else ''}: "
-          f"{machine['nproc']} CPUs, {machine['cpu_model']}, Python {machine['python']}, "
-          f"SQLite {machine['sqlite']}", flush=True)
+    print(
+        f"Mattermost Bridge benchmarks{' (--quick)' if args.quick else ''}: "
+        f"{machine['nproc']} CPUs, {machine['cpu_model']}, Python {machine['python']}, "
+        f"SQLite {machine['sqlite']}",
+        flush=True,
+    )
     figures: list[Figure] = []
     raw: dict = {}
     samples: list[dict] = []
@@ -79,9 +95,19 @@ def main(argv: list[str] | None = None) -> int:
                 trace = traceback.format_exc()
                 print(trace, file=sys.stderr)
                 result = SectionResult(
-                    figures=[Figure(name, "benchmark did not complete", None, "", "runs", False,
-                                    trace.strip().splitlines()[-1][:200])],
-                    raw={"error": trace})
+                    figures=[
+                        Figure(
+                            name,
+                            "benchmark did not complete",
+                            None,
+                            "",
+                            "runs",
+                            False,
+                            trace.strip().splitlines()[-1][:200],
+                        )
+                    ],
+                    raw={"error": trace},
+                )
             result.raw["seconds"] = round(time.monotonic() - section_started, 1)
             figures += result.figures
             raw[name] = result.raw

@@ -141,12 +141,14 @@ def machine_info() -> dict[str, Any]:
     import sqlite3
 
     git = {}
-    for key, command in (("commit", ["git", "rev-parse", "--short", "HEAD"]),
-                         ("changed_files", ["git", "status", "--porcelain", "--", "bridge",
-                                            "app.py", "templates"])):
+    for key, command in (
+        ("commit", ["git", "rev-parse", "--short", "HEAD"]),
+        ("changed_files", ["git", "status", "--porcelain", "--", "bridge", "app.py", "templates"]),
+    ):
         try:
-            out = subprocess.run(command, check=False, cwd=ROOT, capture_output=True,
-                                 text=True, timeout=10).stdout.strip()
+            out = subprocess.run(
+                command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             out = "?"
         git[key] = out if key == "commit" else len(out.splitlines())
@@ -167,12 +169,18 @@ def machine_info() -> dict[str, Any]:
 def gunicorn_command(app_spec: str, port: int, workers: int) -> list[str]:
     """The one gunicorn command line used for the bridge and the baseline alike."""
     return [
-        sys.executable, "-m", "gunicorn",
-        "--workers", str(workers),
-        "--worker-class", "sync",
-        "--bind", f"127.0.0.1:{port}",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
         "--no-control-socket",
-        "--timeout", str(GUNICORN_TIMEOUT),
+        "--timeout",
+        str(GUNICORN_TIMEOUT),
         app_spec,
     ]
 
@@ -212,9 +220,7 @@ def rss_mb(pid: int) -> float | None:
 
 def worker_rss(master_pid: int) -> dict[int, float]:
     return {
-        pid: round(value, 1)
-        for pid in child_pids(master_pid)
-        if (value := rss_mb(pid)) is not None
+        pid: round(value, 1) for pid in child_pids(master_pid) if (value := rss_mb(pid)) is not None
     }
 
 
@@ -272,8 +278,15 @@ def _stop_process(process: subprocess.Popen | None) -> None:
 class GunicornServer:
     """Any WSGI app under :func:`gunicorn_command` (used for the bare baseline app)."""
 
-    def __init__(self, app_spec: str, workdir: Path, *, workers: int, env: dict[str, str],
-                 health_path: str = "/healthz"):
+    def __init__(
+        self,
+        app_spec: str,
+        workdir: Path,
+        *,
+        workers: int,
+        env: dict[str, str],
+        health_path: str = "/healthz",
+    ):
         self.app_spec = app_spec
         self.workers = workers
         self.port = free_port()
@@ -289,7 +302,10 @@ class GunicornServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             gunicorn_command(self.app_spec, self.port, self.workers),
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         _wait_http(self.url + self.health_path, self.process, self.log_path)
         return self
@@ -323,7 +339,10 @@ class BenchBridge(LiveBridge):
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             gunicorn_command("app:app", self.port, self.workers),
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         _wait_http(self.url + "/login", self.process, self.log_path)
         return self
@@ -335,12 +354,18 @@ class BenchBridge(LiveBridge):
     def configure(self, mm: dict[str, Any], env: str = "test") -> str:
         """What tests.conftest.configure_env does, against the stand-in process; the API key."""
         self.cli(
-            "configure", env,
-            "--server-url", mm["url"],
-            "--bot-token", mm["bot_token"],
-            "--webhook-token", WEBHOOK_TOKEN,
-            "--channel", mm["support_id"],
-            "--notify", f"booking.created={mm['sales_id']}",
+            "configure",
+            env,
+            "--server-url",
+            mm["url"],
+            "--bot-token",
+            mm["bot_token"],
+            "--webhook-token",
+            WEBHOOK_TOKEN,
+            "--channel",
+            mm["support_id"],
+            "--notify",
+            f"booking.created={mm['sales_id']}",
             "--activate",
         )
         return self.api_key(env)
@@ -365,7 +390,11 @@ class StandinProcess:
     def start(self) -> StandinProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.standin_server"],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self.info = self._read(timeout=30)
         return self
@@ -400,7 +429,7 @@ class StandinProcess:
         """Create posts (default: alice in support) in batches; returns id/create_at/message."""
         created = []
         for start in range(0, len(specs), 500):
-            created += self.call("posts", specs[start:start + 500])
+            created += self.call("posts", specs[start : start + 500])
         return created
 
     def stop(self) -> None:

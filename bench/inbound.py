@@ -60,8 +60,9 @@ def payload_for(info: dict[str, Any], post: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def deliver(url: str, payloads: list[dict[str, str]], deadline: Deadline, *,
-            concurrency: int = CONCURRENCY) -> dict[str, Any]:
+def deliver(
+    url: str, payloads: list[dict[str, str]], deadline: Deadline, *, concurrency: int = CONCURRENCY
+) -> dict[str, Any]:
     """POST every payload from ``concurrency`` threads; wall time and status counts."""
     local = threading.local()
     sessions = []
@@ -92,20 +93,23 @@ def deliver(url: str, payloads: list[dict[str, str]], deadline: Deadline, *,
         "sent": sum(1 for _, status in outcomes if not str(status).startswith("skipped")),
         "elapsed_s": elapsed,
         "statuses": dict(statuses),
-        "delivered_ids": [post_id for post_id, status in outcomes
-                          if not str(status).startswith("skipped")],
+        "delivered_ids": [
+            post_id for post_id, status in outcomes if not str(status).startswith("skipped")
+        ],
     }
 
 
-def verify(bridge: BenchBridge, key: str, conversation_ids: list[str],
-           delivered: list[dict[str, Any]]) -> dict[str, Any]:
+def verify(
+    bridge: BenchBridge, key: str, conversation_ids: list[str], delivered: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Lost (delivered, not stored) and doubled (stored twice), by API and by the db file."""
     by_api: collections.Counter = collections.Counter()
     for conversation_id in conversation_ids:
         after = 0
         for _ in range(1000):  # bounded paging, 100 per page
             response = bridge.api(
-                "GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}", key)
+                "GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}", key
+            )
             messages = response.json()["messages"]
             for message in messages:
                 found = MARKER.match(message["text"]) if message["direction"] == "agent" else None
@@ -123,10 +127,12 @@ def verify(bridge: BenchBridge, key: str, conversation_ids: list[str],
     try:
         rows = conn.execute(
             "SELECT post_id, COUNT(*) FROM messages WHERE env = 'test'"
-            " AND direction = 'agent' GROUP BY post_id").fetchall()
+            " AND direction = 'agent' GROUP BY post_id"
+        ).fetchall()
         log_rows = conn.execute(
             "SELECT outcome, error, COUNT(*) FROM log WHERE direction = 'inbound'"
-            " AND action = 'webhook' GROUP BY outcome, error").fetchall()
+            " AND action = 'webhook' GROUP BY outcome, error"
+        ).fetchall()
     finally:
         conn.close()
     stored = dict(rows)
@@ -137,10 +143,18 @@ def verify(bridge: BenchBridge, key: str, conversation_ids: list[str],
         "delivered": len(ids),
         "lost": max(len(api_lost), len(db_lost)),
         "doubled": max(len(api_doubled), len(db_doubled)),
-        "api": {"stored": sum(by_api.values()), "lost": len(api_lost),
-                "doubled": len(api_doubled), "lost_sample": api_lost[:10]},
-        "db": {"stored": sum(stored.values()), "lost": len(db_lost),
-               "doubled": len(db_doubled), "lost_sample": db_lost[:10]},
+        "api": {
+            "stored": sum(by_api.values()),
+            "lost": len(api_lost),
+            "doubled": len(api_doubled),
+            "lost_sample": api_lost[:10],
+        },
+        "db": {
+            "stored": sum(stored.values()),
+            "lost": len(db_lost),
+            "doubled": len(db_doubled),
+            "lost_sample": db_lost[:10],
+        },
         "log_outcomes": [{"outcome": o, "detail": e, "count": n} for o, e, n in log_rows],
     }
 
@@ -156,24 +170,37 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
         bridge.start()
         key = bridge.configure(info)
         baseline = GunicornServer(
-            "bench.baseline_app:app", workdir, workers=workers,
-            env={"BENCH_MM_URL": info["url"], "BENCH_MM_TOKEN": info["bot_token"],
-                 "BENCH_MM_CHANNEL": info["support_id"]},
+            "bench.baseline_app:app",
+            workdir,
+            workers=workers,
+            env={
+                "BENCH_MM_URL": info["url"],
+                "BENCH_MM_TOKEN": info["bot_token"],
+                "BENCH_MM_CHANNEL": info["support_id"],
+            },
         )
         baseline.start()
 
         conversation_ids, roots = [], []
         for i in range(CONVERSATIONS):
-            response = bridge.api("POST", "/api/v1/conversations", key,
-                                  json={"visitor": {"name": f"Visitor {i}"}, "text": f"Hi {i}"})
+            response = bridge.api(
+                "POST",
+                "/api/v1/conversations",
+                key,
+                json={"visitor": {"name": f"Visitor {i}"}, "text": f"Hi {i}"},
+            )
             body = response.json()
             if response.status_code != 201 or not body.get("root_post_id"):
                 raise RuntimeError(f"cannot start a conversation: {response.text[:300]}")
             conversation_ids.append(body["id"])
             roots.append(body["root_post_id"])
         total = warmup + rounds * per_round
-        posts = mm.posts([{"message": REPLY.format(i=i), "root_id": roots[i % CONVERSATIONS]}
-                          for i in range(total)])
+        posts = mm.posts(
+            [
+                {"message": REPLY.format(i=i), "root_id": roots[i % CONVERSATIONS]}
+                for i in range(total)
+            ]
+        )
         for i, post in enumerate(posts):
             post["index"] = i
         payloads = [payload_for(info, post) for post in posts]
@@ -184,11 +211,13 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
         deliver(base_url, payloads[:warmup], deadline)
         warm = deliver(hook_url, payloads[:warmup], deadline)
         sides = {"bridge": [], "baseline": []}
-        statuses = {"bridge": collections.Counter(warm["statuses"]),
-                    "baseline": collections.Counter()}
+        statuses = {
+            "bridge": collections.Counter(warm["statuses"]),
+            "baseline": collections.Counter(),
+        }
         delivered_ids = set(warm["delivered_ids"])
         for round_no in range(rounds):
-            chunk = payloads[warmup + round_no * per_round: warmup + (round_no + 1) * per_round]
+            chunk = payloads[warmup + round_no * per_round : warmup + (round_no + 1) * per_round]
             order = ("baseline", "bridge") if round_no % 2 == 0 else ("bridge", "baseline")
             for side in order:
                 meter = CpuMeter(bridge.pid if side == "bridge" else baseline.pid)
@@ -200,15 +229,22 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
                     delivered_ids.update(run["delivered_ids"])
 
         memory = [
-            {"server": f"inbound: bridge ({workers} workers)", "kind": "bridge",
-             "rss_mb": worker_rss(bridge.pid)},
-            {"server": f"inbound: baseline ({workers} workers)", "kind": "baseline",
-             "rss_mb": worker_rss(baseline.pid)},
+            {
+                "server": f"inbound: bridge ({workers} workers)",
+                "kind": "bridge",
+                "rss_mb": worker_rss(bridge.pid),
+            },
+            {
+                "server": f"inbound: baseline ({workers} workers)",
+                "kind": "baseline",
+                "rss_mb": worker_rss(baseline.pid),
+            },
         ]
         # Give in-flight work a moment (there should be none: every call got its answer).
         time.sleep(0.2)
-        checked = verify(bridge, key, conversation_ids,
-                         [post for post in posts if post["id"] in delivered_ids])
+        checked = verify(
+            bridge, key, conversation_ids, [post for post in posts if post["id"] in delivered_ids]
+        )
         standin = mm.call("stats")
     finally:
         if baseline is not None:
@@ -239,10 +275,12 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
         "warmup": warmup,
         "bridge_rps": rate(sides["bridge"]),
         "baseline_rps": rate(sides["baseline"]),
-        "bridge_runs": [{k: v for k, v in run.items() if k != "delivered_ids"}
-                        for run in sides["bridge"]],
-        "baseline_runs": [{k: v for k, v in run.items() if k != "delivered_ids"}
-                          for run in sides["baseline"]],
+        "bridge_runs": [
+            {k: v for k, v in run.items() if k != "delivered_ids"} for run in sides["bridge"]
+        ],
+        "baseline_runs": [
+            {k: v for k, v in run.items() if k != "delivered_ids"} for run in sides["baseline"]
+        ],
         "statuses": {side: dict(counter) for side, counter in statuses.items()},
         "check": checked,
         "standin": standin,
@@ -265,25 +303,70 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
         base_cpu = data["baseline_worker_cpu_ms_per_request"]
         bridge_cpu = data["bridge_worker_cpu_ms_per_request"]
         if base_cpu and bridge_cpu:
-            f.append(Figure(section, f"{workers}w: baseline worker CPU per request",
-                            round(base_cpu, 3), "ms"))
-            f.append(Figure(section, f"{workers}w: bridge worker CPU per request",
-                            round(bridge_cpu, 3), "ms"))
+            f.append(
+                Figure(
+                    section,
+                    f"{workers}w: baseline worker CPU per request",
+                    round(base_cpu, 3),
+                    "ms",
+                )
+            )
+            f.append(
+                Figure(
+                    section,
+                    f"{workers}w: bridge worker CPU per request",
+                    round(bridge_cpu, 3),
+                    "ms",
+                )
+            )
         ratio = bridge_rps / base_rps if bridge_rps and base_rps else None
         data["ratio"] = ratio
-        f.append(Figure(section, f"{workers}w: throughput ratio bridge/baseline",
-                        round(ratio, 3) if ratio else None, "x", f">= {BUDGET_RATIO}x",
-                        bool(ratio and ratio >= BUDGET_RATIO),
-                        note="per round: " + ", ".join(f"{r:.2f}" for r in data["round_ratios"])))
-        non_200 = {side: sum(n for status, n in counts.items() if status != "200")
-                   for side, counts in data["statuses"].items()}
+        f.append(
+            Figure(
+                section,
+                f"{workers}w: throughput ratio bridge/baseline",
+                round(ratio, 3) if ratio else None,
+                "x",
+                f">= {BUDGET_RATIO}x",
+                bool(ratio and ratio >= BUDGET_RATIO),
+                note="per round: " + ", ".join(f"{r:.2f}" for r in data["round_ratios"]),
+            )
+        )
+        non_200 = {
+            side: sum(n for status, n in counts.items() if status != "200")
+            for side, counts in data["statuses"].items()
+        }
         check = data["check"]
-        f.append(Figure(section, f"{workers}w: lost (delivered {check['delivered']}, not stored)",
-                        check["lost"], "", "0", check["lost"] == 0))
-        f.append(Figure(section, f"{workers}w: doubled (stored twice)", check["doubled"], "", "0",
-                        check["doubled"] == 0))
+        f.append(
+            Figure(
+                section,
+                f"{workers}w: lost (delivered {check['delivered']}, not stored)",
+                check["lost"],
+                "",
+                "0",
+                check["lost"] == 0,
+            )
+        )
+        f.append(
+            Figure(
+                section,
+                f"{workers}w: doubled (stored twice)",
+                check["doubled"],
+                "",
+                "0",
+                check["doubled"] == 0,
+            )
+        )
         total_non_200 = non_200["bridge"] + non_200["baseline"]
-        f.append(Figure(section, f"{workers}w: non-200 answers", total_non_200, "", "0",
-                        total_non_200 == 0,
-                        note=f"bridge {non_200['bridge']}, baseline {non_200['baseline']}"))
+        f.append(
+            Figure(
+                section,
+                f"{workers}w: non-200 answers",
+                total_non_200,
+                "",
+                "0",
+                total_non_200 == 0,
+                note=f"bridge {non_200['bridge']}, baseline {non_200['baseline']}",
+            )
+        )
     return result

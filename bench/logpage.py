@@ -36,26 +36,47 @@ RUNS = 20
 WARMUP = 2
 BUDGET_MS = 50.0
 ADMIN_PASSWORD = "bench-admin-password"
-COLUMNS = ("ts", "env", "direction", "action", "target", "outcome", "http_status",
-           "duration_ms", "error", "conversation_id", "message_id", "post_id")
+COLUMNS = (
+    "ts",
+    "env",
+    "direction",
+    "action",
+    "target",
+    "outcome",
+    "http_status",
+    "duration_ms",
+    "error",
+    "conversation_id",
+    "message_id",
+    "post_id",
+)
 ROW_MARK = re.compile(r'<tr class="outcome-')
 
 ERRORS = {
     "outbound": [
-        (403, ("403: @bridge-bot is not a member of channel Support — add it to the channel "
-               "(/invite @bridge-bot) and try again.")),
+        (
+            403,
+            (
+                "403: @bridge-bot is not a member of channel Support — add it to the channel "
+                "(/invite @bridge-bot) and try again."
+            ),
+        ),
         (None, "Unreachable: cannot connect to chat.example.com: connection refused"),
         (500, "500 Internal Server Error from Mattermost (api.post.create_post.app_error)"),
         (429, "429: rate limited by Mattermost, retry after 1 s"),
     ],
     "inbound": [(200, "cannot look the post up: 404 app.post.get.app_error")],
-    "callback": [(None, "callback to https://host.example.com/hooks/mm failed: timed out"),
-                 (502, "callback answered 502 Bad Gateway")],
+    "callback": [
+        (None, "callback to https://host.example.com/hooks/mm failed: timed out"),
+        (502, "callback answered 502 Bad Gateway"),
+    ],
 }
-IGNORED = ["duplicate delivery: post already stored",
-           "post by the bridge's own bot (reply-loop guard)",
-           "top-level post, not a reply in a mirrored thread",
-           "reply in a thread that is not a mirrored conversation"]
+IGNORED = [
+    "duplicate delivery: post already stored",
+    "post by the bridge's own bot (reply-loop guard)",
+    "top-level post, not a reply in a mirrored thread",
+    "reply in a thread that is not a mirrored conversation",
+]
 OUTBOUND_ACTIONS = ["post"] * 8 + ["lookup", "user", "close_notice", "verify"]
 
 
@@ -75,8 +96,15 @@ def rows(count: int, seed: int = 8) -> Any:
         draw = rng.random()
         direction = "outbound" if draw < 0.60 else "inbound" if draw < 0.95 else "callback"
         draw = rng.random()
-        outcome = ("error" if draw < 0.02 else "rejected" if draw < 0.025
-                   else "ignored" if draw < 0.10 else "ok")
+        outcome = (
+            "error"
+            if draw < 0.02
+            else "rejected"
+            if draw < 0.025
+            else "ignored"
+            if draw < 0.10
+            else "ok"
+        )
         conversation = rng.choice(conversations)
         post_id, error, duration, status = "", "", None, 200
         if direction == "outbound":
@@ -99,8 +127,20 @@ def rows(count: int, seed: int = 8) -> Any:
             error = rng.choice(IGNORED)
         elif direction == "inbound":
             error = "agent reply stored"
-        yield (start + i * step, env, direction, action, target, outcome, status, duration,
-               error, conversation, rng.randrange(1, 400_000), post_id)
+        yield (
+            start + i * step,
+            env,
+            direction,
+            action,
+            target,
+            outcome,
+            status,
+            duration,
+            error,
+            conversation,
+            rng.randrange(1, 400_000),
+            post_id,
+        )
 
 
 def fill(path: Path, count: int) -> dict[str, Any]:
@@ -120,22 +160,27 @@ def fill(path: Path, count: int) -> dict[str, Any]:
         conn.execute("BEGIN")
         indexes = conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'log'"
-            " AND sql IS NOT NULL").fetchall()
+            " AND sql IS NOT NULL"
+        ).fetchall()
         for name, _ in indexes:
             conn.execute(f"DROP INDEX {name}")
         conn.executemany(
             f"INSERT INTO log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-            rows(count))
+            rows(count),
+        )
         for _, sql in indexes:
             conn.execute(sql)
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")
         filled = time.perf_counter() - started
-        stats = dict(conn.execute(
-            "SELECT 'rows', COUNT(*) FROM log UNION ALL"
-            " SELECT 'production_error', COUNT(*) FROM log"
-            " WHERE env = 'production' AND outcome = 'error' UNION ALL"
-            " SELECT 'min_id', MIN(id) FROM log").fetchall())
+        stats = dict(
+            conn.execute(
+                "SELECT 'rows', COUNT(*) FROM log UNION ALL"
+                " SELECT 'production_error', COUNT(*) FROM log"
+                " WHERE env = 'production' AND outcome = 'error' UNION ALL"
+                " SELECT 'min_id', MIN(id) FROM log"
+            ).fetchall()
+        )
     finally:
         conn.close()
     return {"fill_s": round(filled, 2), "db_mb": round(path.stat().st_size / 2**20, 1), **stats}
@@ -152,7 +197,8 @@ def _query_plan(path: Path, filters: dict[str, str], before: int | None) -> list
     try:
         plan = conn.execute(
             f"EXPLAIN QUERY PLAN SELECT * FROM log {where} ORDER BY id DESC LIMIT ?",
-            [*params, LOG_PAGE_SIZE]).fetchall()
+            [*params, LOG_PAGE_SIZE],
+        ).fetchall()
     finally:
         conn.close()
     return [row[-1] for row in plan]
@@ -170,21 +216,31 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
     deep_before = oldest + 1000
     cases = [
         ("first page: /log", "/log", {}, None, True),
-        ("filtered page: ?env=production&outcome=error",
-         "/log?env=production&outcome=error", {"env": "production", "outcome": "error"}, None,
-         True),
+        (
+            "filtered page: ?env=production&outcome=error",
+            "/log?env=production&outcome=error",
+            {"env": "production", "outcome": "error"},
+            None,
+            True,
+        ),
         (f"deep page: ?before={deep_before}", f"/log?before={deep_before}", {}, deep_before, True),
-        ("filtered deep page: ?env=production&outcome=error&before=50000",
-         "/log?env=production&outcome=error&before=50000",
-         {"env": "production", "outcome": "error"}, 50_000, False),
+        (
+            "filtered deep page: ?env=production&outcome=error&before=50000",
+            "/log?env=production&outcome=error&before=50000",
+            {"env": "production", "outcome": "error"},
+            50_000,
+            False,
+        ),
     ]
 
-    app = create_app({
-        "DATABASE": str(db_path),
-        "SECRET_KEY": "bench-secret-key",
-        "ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "WTF_CSRF_ENABLED": False,
-    })
+    app = create_app(
+        {
+            "DATABASE": str(db_path),
+            "SECRET_KEY": "bench-secret-key",
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "WTF_CSRF_ENABLED": False,
+        }
+    )
     client = app.test_client()
     login = client.post("/login", data={"name": "Bench", "password": ADMIN_PASSWORD})
     if login.status_code != 302:
@@ -192,10 +248,17 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
 
     section = "Log page"
     f = result.figures
-    f.append(Figure(section, "rows in the log table", result.raw["fill"]["rows"], "",
-                    note=f"filled in {result.raw['fill']['fill_s']} s, "
-                         f"{result.raw['fill']['db_mb']} MB; production+error rows: "
-                         f"{result.raw['fill']['production_error']}"))
+    f.append(
+        Figure(
+            section,
+            "rows in the log table",
+            result.raw["fill"]["rows"],
+            "",
+            note=f"filled in {result.raw['fill']['fill_s']} s, "
+            f"{result.raw['fill']['db_mb']} MB; production+error rows: "
+            f"{result.raw['fill']['production_error']}",
+        )
+    )
     result.raw["cases"] = {}
     for name, url, filters, before, budgeted in cases:
         timings, query_timings, shown, statuses = [], [], set(), set()
@@ -216,17 +279,27 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
                 query_timings.append(query_elapsed)
         stats = summary_ms(timings)
         result.raw["cases"][name] = {
-            "url": url, "request": stats, "store_query": summary_ms(query_timings),
-            "statuses": sorted(statuses), "rows_shown": sorted(shown),
+            "url": url,
+            "request": stats,
+            "store_query": summary_ms(query_timings),
+            "statuses": sorted(statuses),
+            "rows_shown": sorted(shown),
             "query_plan": _query_plan(db_path, filters, before),
         }
         ok = statuses == {200} and stats["median_ms"] < BUDGET_MS
         query_ms = median([t * 1000 for t in query_timings])
-        f.append(Figure(section, name, stats["median_ms"], "ms",
-                        f"< {BUDGET_MS:.0f} ms" if budgeted else "",
-                        ok if budgeted else None,
-                        note=f"median of {runs}; store query alone {query_ms:.2f} ms; "
-                             f"{max(shown)} rows shown"))
+        f.append(
+            Figure(
+                section,
+                name,
+                stats["median_ms"],
+                "ms",
+                f"< {BUDGET_MS:.0f} ms" if budgeted else "",
+                ok if budgeted else None,
+                note=f"median of {runs}; store query alone {query_ms:.2f} ms; "
+                f"{max(shown)} rows shown",
+            )
+        )
 
     # The same database under gunicorn: pages over HTTP, then the workers' memory.
     bridge = BenchBridge(instance, workers=2)
@@ -247,13 +320,25 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
                     timings.append(time.perf_counter() - started)
             http[name] = summary_ms(timings) if timings else None
         result.raw["http_under_gunicorn"] = http
-        result.memory.append({"server": f"log page: bridge (2 workers, {count:,}-row db)",
-                              "kind": "bridge", "rss_mb": worker_rss(bridge.pid)})
+        result.memory.append(
+            {
+                "server": f"log page: bridge (2 workers, {count:,}-row db)",
+                "kind": "bridge",
+                "rss_mb": worker_rss(bridge.pid),
+            }
+        )
         session.close()
     finally:
         bridge.stop()
     first = http.get(cases[0][0])
     if first:
-        f.append(Figure(section, "first page over HTTP (gunicorn), median", first["median_ms"],
-                        "ms", note="client-side wall time, includes the TCP hop"))
+        f.append(
+            Figure(
+                section,
+                "first page over HTTP (gunicorn), median",
+                first["median_ms"],
+                "ms",
+                note="client-side wall time, includes the TCP hop",
+            )
+        )
     return result

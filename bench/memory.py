@@ -19,20 +19,44 @@ BUDGET_MB = 80.0
 def summarize(samples: list[dict[str, Any]]) -> SectionResult:
     result = SectionResult(raw={"samples": samples})
     section = "Memory"
-    bridge_values = [mb for sample in samples if sample["kind"] == "bridge"
-                     for mb in sample["rss_mb"].values()]
+    bridge_values = [
+        mb for sample in samples if sample["kind"] == "bridge" for mb in sample["rss_mb"].values()
+    ]
     for sample in samples:
         values = list(sample["rss_mb"].values())
         if not values:
             continue
-        result.figures.append(Figure(
-            section, f"{sample['server']}: largest worker", max(values), "MB",
-            note="workers: " + ", ".join(f"{mb:.1f}" for mb in values)))
+        result.figures.append(
+            Figure(
+                section,
+                f"{sample['server']}: largest worker",
+                max(values),
+                "MB",
+                note="workers: " + ", ".join(f"{mb:.1f}" for mb in values),
+            )
+        )
     if bridge_values:
         largest = max(bridge_values)
-        result.figures.append(Figure(section, "largest bridge worker RSS, all runs", largest, "MB",
-                                     f"< {BUDGET_MB:.0f} MB", largest < BUDGET_MB))
+        result.figures.append(
+            Figure(
+                section,
+                "largest bridge worker RSS, all runs",
+                largest,
+                "MB",
+                f"< {BUDGET_MB:.0f} MB",
+                largest < BUDGET_MB,
+            )
+        )
     else:
-        result.figures.append(Figure(section, "largest bridge worker RSS, all runs", None, "MB",
-                                     f"< {BUDGET_MB:.0f} MB", False, "no sample taken"))
+        result.figures.append(
+            Figure(
+                section,
+                "largest bridge worker RSS, all runs",
+                None,
+                "MB",
+                f"< {BUDGET_MB:.0f} MB",
+                False,
+                "no sample taken",
+            )
+        )
     return result

@@ -36,11 +36,15 @@ def _write_profile() -> None:
     out = Path(directory) / f"profile-{os.getpid()}.json"
     durations = sorted(_state["durations"])
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    out.write_text(json.dumps({
-        "requests": len(durations),
-        "wsgi_median_ms": durations[len(durations) // 2] * 1000,
-        "profile": text,
-    }))
+    out.write_text(
+        json.dumps(
+            {
+                "requests": len(durations),
+                "wsgi_median_ms": durations[len(durations) // 2] * 1000,
+                "profile": text,
+            }
+        )
+    )
 
 
 def bridge_app(environ, start_response):
@@ -86,8 +90,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mmb-profile-"))
     warmup = 30
     mm = StandinProcess()
-    bridge = BenchBridge(workdir / "bridge", workers=args.workers, extra_env={
-        "BENCH_PROFILE_DIR": str(workdir), "BENCH_PROFILE_WARMUP": str(warmup // args.workers)})
+    bridge = BenchBridge(
+        workdir / "bridge",
+        workers=args.workers,
+        extra_env={
+            "BENCH_PROFILE_DIR": str(workdir),
+            "BENCH_PROFILE_WARMUP": str(warmup // args.workers),
+        },
+    )
     client = client_session()
     try:
         mm.start()
@@ -98,14 +108,19 @@ def main() -> None:
 
         original = common.gunicorn_command
         common.gunicorn_command = lambda spec, port, workers: original(
-            "bench.profile:bridge_app", port, workers)
+            "bench.profile:bridge_app", port, workers
+        )
         try:
             bridge.start()
         finally:
             common.gunicorn_command = original
         headers = {"Authorization": f"Bearer {key}"}
-        conversation = bridge.api("POST", "/api/v1/conversations", key, json={
-            "visitor": {"name": "Hans Host"}, "text": "Hello"}).json()
+        conversation = bridge.api(
+            "POST",
+            "/api/v1/conversations",
+            key,
+            json={"visitor": {"name": "Hans Host"}, "text": "Hello"},
+        ).json()
         total = warmup + args.requests
         if args.scenario == "outbound":
             url = f"{bridge.url}/api/v1/conversations/{conversation['id']}/messages"
@@ -115,14 +130,20 @@ def main() -> None:
             from .common import Deadline
             from .inbound import deliver, payload_for
 
-            posts = mm.posts([{"message": f"Reply #{i}", "root_id": conversation["root_post_id"]}
-                              for i in range(total)])
+            posts = mm.posts(
+                [
+                    {"message": f"Reply #{i}", "root_id": conversation["root_post_id"]}
+                    for i in range(total)
+                ]
+            )
             payloads = [payload_for(mm.info, post) for post in posts]
             url = f"{bridge.url}/hooks/mattermost/test"
             if args.concurrency > 1:
                 run = deliver(url, payloads, Deadline(120), concurrency=args.concurrency)
-                print(f"{run['sent']} deliveries, {run['sent'] / run['elapsed_s']:.1f} req/s, "
-                      f"statuses {run['statuses']}")
+                print(
+                    f"{run['sent']} deliveries, {run['sent'] / run['elapsed_s']:.1f} req/s, "
+                    f"statuses {run['statuses']}"
+                )
             else:
                 for payload in payloads:
                     client.post(url, data=payload, timeout=30)
@@ -133,8 +154,10 @@ def main() -> None:
     outputs = sorted(workdir.glob("profile-*.json"))
     for out in outputs:
         data = json.loads(out.read_text())
-        print(f"{data['requests']} requests profiled in gunicorn worker {out.stem[8:]}; "
-              f"median time inside the WSGI call {data['wsgi_median_ms']:.2f} ms")
+        print(
+            f"{data['requests']} requests profiled in gunicorn worker {out.stem[8:]}; "
+            f"median time inside the WSGI call {data['wsgi_median_ms']:.2f} ms"
+        )
         print(data["profile"])
     if not outputs:
         print("no profile written (is pyinstrument installed?)", file=sys.stderr)

@@ -23,19 +23,21 @@ def main() -> None:
         out.flush()
 
     try:
-        send({
-            "url": mm.url,
-            "pid": os.getpid(),
-            "bot_token": mm.bot["token"],
-            "bot_id": mm.bot["id"],
-            "agent_id": mm.agent["id"],
-            "agent_username": mm.agent["username"],
-            "team_id": mm.team["id"],
-            "team_name": mm.team["name"],
-            "support_id": mm.channels["support"]["id"],
-            "support_name": mm.channels["support"]["name"],
-            "sales_id": mm.channels["sales"]["id"],
-        })
+        send(
+            {
+                "url": mm.url,
+                "pid": os.getpid(),
+                "bot_token": mm.bot["token"],
+                "bot_id": mm.bot["id"],
+                "agent_id": mm.agent["id"],
+                "agent_username": mm.agent["username"],
+                "team_id": mm.team["id"],
+                "team_name": mm.team["name"],
+                "support_id": mm.channels["support"]["id"],
+                "support_name": mm.channels["support"]["name"],
+                "sales_id": mm.channels["sales"]["id"],
+            }
+        )
         users = {"agent": mm.agent, "bot": mm.bot}
         for line in sys.stdin:
             command, args = json.loads(line)
@@ -51,17 +53,23 @@ def main() -> None:
                             spec["message"],
                             root_id=spec.get("root_id", ""),
                         )
-                        created.append({key: post[key] for key in
-                                        ("id", "create_at", "message", "root_id", "channel_id")})
+                        created.append(
+                            {
+                                key: post[key]
+                                for key in ("id", "create_at", "message", "root_id", "channel_id")
+                            }
+                        )
                     send(created)
                 elif command == "stats":
                     with mm._lock:
-                        send({
-                            "posts": len(mm.posts),
-                            "requests": len(mm.requests_seen),
-                            "internal_errors": len(mm.internal_errors),
-                            "webhook_deliveries": len(mm.webhook_deliveries),
-                        })
+                        send(
+                            {
+                                "posts": len(mm.posts),
+                                "requests": len(mm.requests_seen),
+                                "internal_errors": len(mm.internal_errors),
+                                "webhook_deliveries": len(mm.webhook_deliveries),
+                            }
+                        )
                 else:
                     send({"error": f"unknown command {command!r}"})
             except Exception as exc:  # noqa: BLE001 - reported to the parent

@@ -34,8 +34,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + digest.hexdigest()
 
 
-def verify_signature(secret: str, timestamp: str, body: bytes, signature: str,
-                     *, max_age: float = 300, now: float | None = None) -> bool:
+def verify_signature(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    max_age: float = 300,
+    now: float | None = None,
+) -> bool:
     """What a host does on receipt: right signature, recent timestamp."""
     try:
         age = abs((now or time.time()) - int(timestamp))
@@ -116,8 +123,11 @@ class CallbackSender:
         status, error = None, ""
         try:
             response = self.session.post(
-                settings["callback_url"], data=body, headers=headers,
-                timeout=TIMEOUT, allow_redirects=False,
+                settings["callback_url"],
+                data=body,
+                headers=headers,
+                timeout=TIMEOUT,
+                allow_redirects=False,
             )
             status = response.status_code
             if not 200 <= status < 300:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import mattermost as mm
 from .integration import verify_bot
@@ -80,11 +79,19 @@ def _bot_verified(store: Store, settings: dict, context: dict) -> Evidence:
     filters = {"env": settings["name"], "direction": "outbound"}
     if settings["bot_user_id"]:
         if not settings["bot_is_bot"]:
-            return Evidence(FAILING, f"@{settings['bot_username']} is a regular user, not a bot "
-                            "account", settings["verified_at"], filters)
-        return Evidence(OK, f"@{settings['bot_username']} verified, a bot account "
-                        f"(Mattermost {settings['server_version'] or '?'})",
-                        settings["verified_at"], filters)
+            return Evidence(
+                FAILING,
+                f"@{settings['bot_username']} is a regular user, not a bot account",
+                settings["verified_at"],
+                filters,
+            )
+        return Evidence(
+            OK,
+            f"@{settings['bot_username']} verified, a bot account "
+            f"(Mattermost {settings['server_version'] or '?'})",
+            settings["verified_at"],
+            filters,
+        )
     failure = store.last_log(settings["name"], "outbound", outcome="error", action="verify")
     if failure:
         return Evidence(FAILING, failure["error"], failure["ts"], {**filters, "outcome": "error"})
@@ -97,13 +104,23 @@ def _separate_bot(store: Store, settings: dict, context: dict) -> Evidence:
         return evidence
     test_bot = context["test"]["bot_user_id"]
     if test_bot and test_bot == settings["bot_user_id"]:
-        return Evidence(FAILING, f"@{settings['bot_username']} is also the test bot: production "
-                        "needs its own bot account", settings["verified_at"], evidence.log_filters)
+        return Evidence(
+            FAILING,
+            f"@{settings['bot_username']} is also the test bot: production "
+            "needs its own bot account",
+            settings["verified_at"],
+            evidence.log_filters,
+        )
     if not test_bot:
-        return Evidence(OK, evidence.detail + "; the test bot is not verified yet, so the "
-                        "difference is unchecked", evidence.at, evidence.log_filters)
-    return Evidence(OK, evidence.detail + "; differs from the test bot", evidence.at,
-                    evidence.log_filters)
+        return Evidence(
+            OK,
+            evidence.detail + "; the test bot is not verified yet, so the difference is unchecked",
+            evidence.at,
+            evidence.log_filters,
+        )
+    return Evidence(
+        OK, evidence.detail + "; differs from the test bot", evidence.at, evidence.log_filters
+    )
 
 
 def watched_channels(settings: dict) -> list[str]:
@@ -121,14 +138,25 @@ def _membership(store: Store, settings: dict, context: dict) -> Evidence:
     if check is None:
         return Evidence(NOT_YET, "press Re-check to ask Mattermost")
     if check["subject"] != ",".join(channels):
-        return Evidence(NOT_YET, "the channels changed since the last check: press Re-check",
-                        check["checked_at"], filters)
+        return Evidence(
+            NOT_YET,
+            "the channels changed since the last check: press Re-check",
+            check["checked_at"],
+            filters,
+        )
     return Evidence(check["state"], check["detail"], check["checked_at"], filters)
 
 
 def _auth_filled(store: Store, settings: dict, context: dict) -> Evidence:
-    missing = [label for label, key in (("server URL", "server_url"), ("bot token", "bot_token"),
-               ("webhook token", "webhook_token")) if not settings[key]]
+    missing = [
+        label
+        for label, key in (
+            ("server URL", "server_url"),
+            ("bot token", "bot_token"),
+            ("webhook token", "webhook_token"),
+        )
+        if not settings[key]
+    ]
     if missing:
         return Evidence(NOT_YET, "missing: " + ", ".join(missing))
     return Evidence(OK, "server URL, bot token and webhook token saved", settings["updated_at"])
@@ -148,8 +176,11 @@ def _mapping(store: Store, settings: dict, context: dict) -> Evidence:
     if not settings["notify_map"]:
         return Evidence(NOT_YET, "map at least one notification type to a channel")
     count = len(settings["notify_map"])
-    return Evidence(OK, f"mirror channel chosen; {count} notification type"
-                    f"{'' if count == 1 else 's'} mapped", settings["updated_at"])
+    return Evidence(
+        OK,
+        f"mirror channel chosen; {count} notification type{'' if count == 1 else 's'} mapped",
+        settings["updated_at"],
+    )
 
 
 def _server_and_ids(store: Store, settings: dict, context: dict) -> Evidence:
@@ -176,11 +207,18 @@ def _test_message(store: Store, settings: dict, context: dict) -> Evidence:
 def _active_and_tested(store: Store, settings: dict, context: dict) -> Evidence:
     evidence = _test_message(store, settings, context)
     if not settings["active"]:
-        return Evidence(NOT_YET if evidence.state != FAILING else FAILING,
-                        "the integration is not active yet; " + evidence.detail,
-                        evidence.at, evidence.log_filters)
-    return Evidence(evidence.state, "active; test message: " + evidence.detail, evidence.at,
-                    evidence.log_filters)
+        return Evidence(
+            NOT_YET if evidence.state != FAILING else FAILING,
+            "the integration is not active yet; " + evidence.detail,
+            evidence.at,
+            evidence.log_filters,
+        )
+    return Evidence(
+        evidence.state,
+        "active; test message: " + evidence.detail,
+        evidence.at,
+        evidence.log_filters,
+    )
 
 
 def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
@@ -191,55 +229,113 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
     valid = store.last_valid_inbound(env)
     rejected = store.last_log(env, "inbound", outcome="rejected")
     if rejected and (not valid or rejected["id"] > valid["id"]):
-        return Evidence(FAILING, f"the last call was refused: {rejected['error']}",
-                        rejected["ts"], {**filters, "outcome": "rejected"})
+        return Evidence(
+            FAILING,
+            f"the last call was refused: {rejected['error']}",
+            rejected["ts"],
+            {**filters, "outcome": "rejected"},
+        )
     if valid:
         return Evidence(OK, "token set; a valid call arrived", valid["ts"], filters)
-    return Evidence(NOT_YET, "token set; waiting for Mattermost's first call (post in the "
-                    "mirror channel)")
+    return Evidence(
+        NOT_YET, "token set; waiting for Mattermost's first call (post in the mirror channel)"
+    )
 
 
 def _end_to_end(store: Store, settings: dict, context: dict) -> Evidence:
     conversation = store.end_to_end_conversation(settings["name"])
     if conversation is None:
-        return Evidence(NOT_YET, "start a chat, write a second message, and answer it in the "
-                        "Mattermost thread")
-    return Evidence(OK, f"conversation with {conversation['visitor_name']}: root post, visitor "
-                    "reply and agent reply", conversation["completed_at"],
-                    {"env": settings["name"]})
+        return Evidence(
+            NOT_YET, "start a chat, write a second message, and answer it in the Mattermost thread"
+        )
+    return Evidence(
+        OK,
+        f"conversation with {conversation['visitor_name']}: root post, visitor "
+        "reply and agent reply",
+        conversation["completed_at"],
+        {"env": settings["name"]},
+    )
 
 
 TEST_ITEMS = [
-    Item("bot_token", "Bot account and token", "Token verified via users/me and it is a bot "
-         "account.", _bot_verified),
-    Item("bot_member", "Bot is a member of the channels", "Of the mirror channel and every "
-         "notification channel, as Mattermost says on Re-check.", _membership),
-    Item("channel_ids", "Channel ids noted", "The ids of the mirror and notification channels.",
-         _channel_ids),
-    Item("auth_filled", "Authentication screen filled", "Server URL, bot token, webhook token.",
-         _auth_filled),
-    Item("mapping", "Channel chosen and notifications mapped", "A mirror channel and at least "
-         "one notification type.", _mapping),
-    Item("test_message", "Test message posted", "Send test message on the configuration "
-         "screen.", _test_message),
-    Item("webhook", "Outgoing webhook set up", "Token saved and a valid call received from "
-         "Mattermost.", _webhook),
-    Item("end_to_end", "End-to-end tested", "A conversation with a root post, a threaded "
-         "visitor reply and an agent reply routed back.", _end_to_end),
+    Item(
+        "bot_token",
+        "Bot account and token",
+        "Token verified via users/me and it is a bot account.",
+        _bot_verified,
+    ),
+    Item(
+        "bot_member",
+        "Bot is a member of the channels",
+        "Of the mirror channel and every notification channel, as Mattermost says on Re-check.",
+        _membership,
+    ),
+    Item(
+        "channel_ids",
+        "Channel ids noted",
+        "The ids of the mirror and notification channels.",
+        _channel_ids,
+    ),
+    Item(
+        "auth_filled",
+        "Authentication screen filled",
+        "Server URL, bot token, webhook token.",
+        _auth_filled,
+    ),
+    Item(
+        "mapping",
+        "Channel chosen and notifications mapped",
+        "A mirror channel and at least one notification type.",
+        _mapping,
+    ),
+    Item(
+        "test_message",
+        "Test message posted",
+        "Send test message on the configuration screen.",
+        _test_message,
+    ),
+    Item(
+        "webhook",
+        "Outgoing webhook set up",
+        "Token saved and a valid call received from Mattermost.",
+        _webhook,
+    ),
+    Item(
+        "end_to_end",
+        "End-to-end tested",
+        "A conversation with a root post, a threaded visitor reply and an agent reply routed back.",
+        _end_to_end,
+    ),
 ]
 
 PRODUCTION_ITEMS = [
-    Item("separate_bot", "Separate bot account and token", "Verified, a bot, and not the test "
-         "environment's bot.", _separate_bot),
-    Item("bot_member", "Bot is a member of the production channels", "Checked against "
-         "Mattermost on Re-check.", _membership),
+    Item(
+        "separate_bot",
+        "Separate bot account and token",
+        "Verified, a bot, and not the test environment's bot.",
+        _separate_bot,
+    ),
+    Item(
+        "bot_member",
+        "Bot is a member of the production channels",
+        "Checked against Mattermost on Re-check.",
+        _membership,
+    ),
     Item("ids_filled", "Server URL and channel ids filled", "", _server_and_ids),
-    Item("inbound", "Inbound endpoint reachable and token set", "A valid webhook call "
-         "received in production.", _webhook),
+    Item(
+        "inbound",
+        "Inbound endpoint reachable and token set",
+        "A valid webhook call received in production.",
+        _webhook,
+    ),
     Item("active_tested", "Integration active and test message verified", "", _active_and_tested),
-    Item("rollback", "Rollback known", "Deactivate on the configuration screen stops the "
-         "mirroring in both directions at once: nothing is posted and replies are ignored.",
-         None),
+    Item(
+        "rollback",
+        "Rollback known",
+        "Deactivate on the configuration screen stops the "
+        "mirroring in both directions at once: nothing is posted and replies are ignored.",
+        None,
+    ),
 ]
 
 ITEMS = {"test": TEST_ITEMS, "production": PRODUCTION_ITEMS}
@@ -262,13 +358,15 @@ def checklist(store: Store, env: str) -> EnvironmentChecklist:
             # Evidence ticks an item once; an admin's later untick is respected.
             store.set_tick(env, item.key, True, EVIDENCE_TICKER)
             tick = store.ticks(env)[item.key]
-        states.append(ItemState(
-            item=item,
-            ticked=bool(tick and tick["ticked"]),
-            ticked_by=tick["ticked_by"] if tick else "",
-            ticked_at=tick["ticked_at"] if tick else None,
-            evidence=evidence,
-        ))
+        states.append(
+            ItemState(
+                item=item,
+                ticked=bool(tick and tick["ticked"]),
+                ticked_by=tick["ticked_by"] if tick else "",
+                ticked_at=tick["ticked_at"] if tick else None,
+                evidence=evidence,
+            )
+        )
     return EnvironmentChecklist(env, states)
 
 
@@ -278,8 +376,13 @@ def recheck(store: Store, env: str, client: mm.MattermostClient) -> None:
     try:
         settings = store.update_environment(env, **verify_bot(client).as_fields())
     except mm.MattermostError as exc:
-        store.save_check(env, "bot_member", FAILING, f"cannot verify the token: {exc}",
-                         ",".join(watched_channels(settings)))
+        store.save_check(
+            env,
+            "bot_member",
+            FAILING,
+            f"cannot verify the token: {exc}",
+            ",".join(watched_channels(settings)),
+        )
         return
     channels = watched_channels(settings)
     if not channels:
@@ -293,12 +396,22 @@ def recheck(store: Store, env: str, client: mm.MattermostClient) -> None:
             errors.append(f"{channel_id}: {exc}")
     if missing or errors:
         detail = "; ".join(
-            ([f"not a member of {', '.join(missing)} — add @{settings['bot_username']}"]
-             if missing else []) + errors)
+            (
+                [f"not a member of {', '.join(missing)} — add @{settings['bot_username']}"]
+                if missing
+                else []
+            )
+            + errors
+        )
         store.save_check(env, "bot_member", FAILING, detail, ",".join(channels))
     else:
-        store.save_check(env, "bot_member", OK, f"member of all {len(channels)} channel"
-                         f"{'' if len(channels) == 1 else 's'}", ",".join(channels))
+        store.save_check(
+            env,
+            "bot_member",
+            OK,
+            f"member of all {len(channels)} channel{'' if len(channels) == 1 else 's'}",
+            ",".join(channels),
+        )
 
 
 def as_markdown(lists: list[EnvironmentChecklist], now: str, by: str) -> str:
@@ -306,8 +419,10 @@ def as_markdown(lists: list[EnvironmentChecklist], now: str, by: str) -> str:
     lines = ["# Mattermost Bridge readiness checklist", "", f"Exported {now} by {by}.", ""]
     for checklist_ in lists:
         status = "READY" if checklist_.ready else "not ready"
-        lines += [f"## {checklist_.env.capitalize()}: {checklist_.done}/{checklist_.total} "
-                  f"({status})", ""]
+        lines += [
+            f"## {checklist_.env.capitalize()}: {checklist_.done}/{checklist_.total} ({status})",
+            "",
+        ]
         for state in checklist_.items:
             box = "x" if state.ticked else " "
             line = f"- [{box}] **{state.item.label}**"

@@ -54,8 +54,13 @@ def set_password_command(password: str | None) -> None:
 @click.option("--bot-token", help="The bot account's access token.")
 @click.option("--webhook-token", help="The outgoing webhook's token.")
 @click.option("--channel", "channel_id", help="Mirror channel id.")
-@click.option("--notify", "notify", multiple=True, metavar="TYPE=CHANNEL_ID",
-              help="Notification type -> channel; given at all, it replaces the whole map.")
+@click.option(
+    "--notify",
+    "notify",
+    multiple=True,
+    metavar="TYPE=CHANNEL_ID",
+    help="Notification type -> channel; given at all, it replaces the whole map.",
+)
 @click.option("--callback-url", help="Reply callback URL on the host ('' to remove).")
 @click.option("--callback-secret", help="Secret that signs reply callbacks.")
 @click.option("--activate/--deactivate", default=None, help="Switch the integration on or off.")
@@ -150,11 +155,15 @@ def _warn_about_channels(store, settings: dict) -> str:
             if channel.get("type") != "O":
                 click.echo(
                     f"Warning: {name} is not a public channel; outgoing webhooks (agent "
-                    "replies) only fire in public channels.", err=True)
+                    "replies) only fire in public channels.",
+                    err=True,
+                )
         if not member:
             click.echo(
                 f"Warning: the bot is not a member of {name} ({channel_id}); "
-                "posts there will fail with 403 until it is added.", err=True)
+                "posts there will fail with 403 until it is added.",
+                err=True,
+            )
     return mirror_name
 
 
@@ -192,8 +201,12 @@ def retry_command(env: str | None) -> None:
 
 @click.command("prune-log")
 @with_appcontext
-@click.option("--days", type=click.FloatRange(min=0), required=True,
-              help="Delete log rows older than this many days.")
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Delete log rows older than this many days.",
+)
 def prune_log_command(days: float) -> None:
     """Delete integration-log rows older than N days."""
     deleted = get_store().prune_log(days)

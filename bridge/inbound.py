@@ -23,7 +23,13 @@ from .store import Store
 
 REQUIRED_FIELDS = ("token", "post_id", "user_id", "channel_id")
 OPTIONAL_FIELDS = (
-    "team_id", "team_domain", "channel_name", "user_name", "text", "trigger_word", "timestamp",
+    "team_id",
+    "team_domain",
+    "channel_name",
+    "user_name",
+    "text",
+    "trigger_word",
+    "timestamp",
 )
 # Agents write these at the start of a reply in the thread.
 NOTE_PREFIX = "note:"
@@ -255,4 +261,7 @@ def display_name(user: dict[str, Any]) -> str:
 
 
 def _from_integration(props: dict[str, Any]) -> bool:
-    return any(str(props.get(key, "")).lower() == "true" for key in ("from_bot", "from_webhook", "from_plugin"))
+    return any(
+        str(props.get(key, "")).lower() == "true"
+        for key in ("from_bot", "from_webhook", "from_plugin")
+    )

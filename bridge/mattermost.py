@@ -218,7 +218,13 @@ class MattermostClient:
     # -- plumbing -----------------------------------------------------------------
 
     def _call(
-        self, action: str, method: str, path: str, *, target: str, expect: type = dict,
+        self,
+        action: str,
+        method: str,
+        path: str,
+        *,
+        target: str,
+        expect: type = dict,
         **kwargs: Any,
     ) -> tuple[requests.Response, Any]:
         """One HTTP call: the response and its JSON (of type ``expect``), or an error."""
@@ -365,8 +371,7 @@ def _json_body(base_url: str, response: requests.Response, expect: type) -> Any:
         data = None
     if not isinstance(data, expect):
         raise NotMattermost(
-            f"{host} answered with JSON that is not what Mattermost sends. "
-            "Check the server URL.",
+            f"{host} answered with JSON that is not what Mattermost sends. Check the server URL.",
             status=response.status_code,
         )
     return data

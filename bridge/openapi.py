@@ -48,74 +48,117 @@ SPEC = {
         "/api/v1/conversations": {
             "post": {
                 "summary": "Start a conversation; its first message becomes a root post",
-                "requestBody": {"required": True, **_json({
-                    "type": "object",
-                    "required": ["visitor", "text"],
-                    "properties": {
-                        "visitor": {
+                "requestBody": {
+                    "required": True,
+                    **_json(
+                        {
                             "type": "object",
-                            "required": ["name"],
+                            "required": ["visitor", "text"],
                             "properties": {
-                                "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "email": {"type": "string", "maxLength": 320},
+                                "visitor": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 200,
+                                        },
+                                        "email": {"type": "string", "maxLength": 320},
+                                    },
+                                },
+                                "text": {"type": "string", "minLength": 1, "maxLength": 100000},
+                                "external_id": {"type": "string", "maxLength": 200},
                             },
-                        },
-                        "text": {"type": "string", "minLength": 1, "maxLength": 100000},
-                        "external_id": {"type": "string", "maxLength": 200},
-                    },
-                })},
+                        }
+                    ),
+                },
                 "responses": {
-                    "201": {"description": "accepted and kept", **_json({
-                        "type": "object",
-                        "properties": {
-                            "id": {"type": "string"}, "status": _STATUS,
-                            "root_post_id": {"type": "string"},
-                            "channel_id": {"type": "string"},
-                            "error": {"type": "string"}, "reason": {"type": "string"},
-                        },
-                    })},
+                    "201": {
+                        "description": "accepted and kept",
+                        **_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "status": _STATUS,
+                                    "root_post_id": {"type": "string"},
+                                    "channel_id": {"type": "string"},
+                                    "error": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                },
+                            }
+                        ),
+                    },
                     **_errors(400, 401, 413, 415),
                 },
             }
         },
         "/api/v1/conversations/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
             "get": {
                 "summary": "The conversation: status open/closed, root post, channel",
                 "responses": {"200": {"description": "the conversation"}, **_errors(401, 404)},
             },
         },
         "/api/v1/conversations/{id}/messages": {
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
             "get": {
                 "summary": "Messages oldest first, 100 a page; page with after=<last id>",
-                "parameters": [{"name": "after", "in": "query",
-                                "schema": {"type": "integer", "minimum": 0}}],
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+                ],
                 "responses": {
-                    "200": {"description": "a page", **_json({
-                        "type": "object",
-                        "properties": {"messages": {
-                            "type": "array", "items": {"$ref": "#/components/schemas/Message"}}},
-                    })},
+                    "200": {
+                        "description": "a page",
+                        **_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "messages": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Message"},
+                                    }
+                                },
+                            }
+                        ),
+                    },
                     **_errors(400, 401, 404),
                 },
             },
             "post": {
                 "summary": "A visitor's next message; becomes a reply in the thread",
-                "requestBody": {"required": True, **_json({
-                    "type": "object", "required": ["text"],
-                    "properties": {"text": {"type": "string", "minLength": 1,
-                                            "maxLength": 100000}},
-                })},
+                "requestBody": {
+                    "required": True,
+                    **_json(
+                        {
+                            "type": "object",
+                            "required": ["text"],
+                            "properties": {
+                                "text": {"type": "string", "minLength": 1, "maxLength": 100000}
+                            },
+                        }
+                    ),
+                },
                 "responses": {
-                    "201": {"description": "accepted and kept", **_json({
-                        "type": "object",
-                        "properties": {"id": {"type": "integer"}, "status": _STATUS,
-                                       "post_id": {"type": "string"},
-                                       "error": {"type": "string"}},
-                    })},
+                    "201": {
+                        "description": "accepted and kept",
+                        **_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "status": _STATUS,
+                                    "post_id": {"type": "string"},
+                                    "error": {"type": "string"},
+                                },
+                            }
+                        ),
+                    },
                     **_errors(400, 401, 404, 409, 413, 415),
                 },
             },
@@ -123,18 +166,35 @@ SPEC = {
         "/api/v1/notifications": {
             "post": {
                 "summary": "A typed notification to the channel mapped to its type",
-                "requestBody": {"required": True, **_json({
-                    "type": "object", "required": ["type", "text"],
-                    "properties": {"type": {"type": "string", "minLength": 1, "maxLength": 64},
-                                   "text": {"type": "string", "minLength": 1,
-                                            "maxLength": 100000}},
-                })},
+                "requestBody": {
+                    "required": True,
+                    **_json(
+                        {
+                            "type": "object",
+                            "required": ["type", "text"],
+                            "properties": {
+                                "type": {"type": "string", "minLength": 1, "maxLength": 64},
+                                "text": {"type": "string", "minLength": 1, "maxLength": 100000},
+                            },
+                        }
+                    ),
+                },
                 "responses": {
-                    "201": {"description": "sent, failed (kept, retried) or skipped",
-                            **_json({"type": "object", "properties": {
-                                "status": _STATUS, "post_id": {"type": "string"},
-                                "channel_id": {"type": "string"},
-                                "reason": {"type": "string"}, "error": {"type": "string"}}})},
+                    "201": {
+                        "description": "sent, failed (kept, retried) or skipped",
+                        **_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "status": _STATUS,
+                                    "post_id": {"type": "string"},
+                                    "channel_id": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                    "error": {"type": "string"},
+                                },
+                            }
+                        ),
+                    },
                     **_errors(400, 401, 413, 415),
                 },
             }

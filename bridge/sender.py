@@ -122,7 +122,9 @@ class Sender:
         settings = self.store.environment(env)
         channel_id = settings["mirror_channel_id"]
         if not settings["bot_token"] or not settings["server_url"]:
-            return TestMessageResult(False, error="Fill in and verify the authentication screen first.")
+            return TestMessageResult(
+                False, error="Fill in and verify the authentication screen first."
+            )
         if not channel_id:
             return TestMessageResult(False, error="Choose a mirror channel and save first.")
         client = self.client(settings)
@@ -165,7 +167,10 @@ class Sender:
             posted = self._post_parts(message, settings, channel_id, root_id)
         except mm.MattermostError as exc:
             return self.store.finish_message(
-                message_id, "failed", channel_id=channel_id, error=explain(exc, settings, channel_id)
+                message_id,
+                "failed",
+                channel_id=channel_id,
+                error=explain(exc, settings, channel_id),
             )
         except _NotPlaceable as exc:
             return self.store.finish_message(message_id, "failed", error=str(exc))
@@ -174,9 +179,7 @@ class Sender:
             # the error handler log the traceback.
             self.store.finish_message(message_id, "failed", error="unexpected error while sending")
             raise
-        return self.store.finish_message(
-            message_id, "sent", channel_id=channel_id, post_ids=posted
-        )
+        return self.store.finish_message(message_id, "sent", channel_id=channel_id, post_ids=posted)
 
     def _placement(
         self, message: dict, settings: dict, conversation: dict | None
@@ -228,7 +231,9 @@ class Sender:
                 self.store.set_conversation_root(message["conversation_id"], post["id"], channel_id)
         return posted
 
-    def _post_with_retry(self, client: mm.MattermostClient, channel_id: str, text: str, **kw) -> dict:
+    def _post_with_retry(
+        self, client: mm.MattermostClient, channel_id: str, text: str, **kw
+    ) -> dict:
         deadline = time.monotonic() + self.retry_budget
         for attempt in range(MAX_ATTEMPTS):
             try:

@@ -11,8 +11,8 @@ import base64
 import contextlib
 import hashlib
 import json
-import secrets
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -156,10 +156,22 @@ MIGRATIONS: list[str] = [
 ]
 
 
-MESSAGE_INSERT_COLUMNS = frozenset({
-    "env", "conversation_id", "direction", "notification_type", "author", "text", "status",
-    "channel_id", "pending_key", "created_at", "updated_at", "attempts",
-})
+MESSAGE_INSERT_COLUMNS = frozenset(
+    {
+        "env",
+        "conversation_id",
+        "direction",
+        "notification_type",
+        "author",
+        "text",
+        "status",
+        "channel_id",
+        "pending_key",
+        "created_at",
+        "updated_at",
+        "attempts",
+    }
+)
 
 
 class NotFound(LookupError):
@@ -357,7 +369,9 @@ class Store:
             "SELECT * FROM conversations WHERE env = ? AND root_post_id = ?", [env, root_post_id]
         )
 
-    def set_conversation_root(self, conversation_id: str, root_post_id: str, channel_id: str) -> None:
+    def set_conversation_root(
+        self, conversation_id: str, root_post_id: str, channel_id: str
+    ) -> None:
         self.db.execute(
             "UPDATE conversations SET root_post_id = ?, channel_id = ? WHERE id = ?",
             [root_post_id, channel_id, conversation_id],
@@ -385,7 +399,9 @@ class Store:
             env=env, conversation_id=conversation_id, direction="visitor", author=author, text=text
         )
 
-    def add_notification(self, env: str, notification_type: str, text: str, channel_id: str) -> dict:
+    def add_notification(
+        self, env: str, notification_type: str, text: str, channel_id: str
+    ) -> dict:
         return self._insert_message(
             env=env,
             conversation_id=None,
@@ -409,11 +425,13 @@ class Store:
             **fields,
         }
         columns = [column for column in row if column in MESSAGE_INSERT_COLUMNS]
-        return _decode_message(self._one(
-            f"INSERT INTO messages ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' for _ in columns)}) RETURNING *",
-            [row[column] for column in columns],
-        ))
+        return _decode_message(
+            self._one(
+                f"INSERT INTO messages ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' for _ in columns)}) RETURNING *",
+                [row[column] for column in columns],
+            )
+        )
 
     def message(self, message_id: int) -> dict[str, Any]:
         row = self._one("SELECT * FROM messages WHERE id = ?", [message_id])
@@ -477,8 +495,19 @@ class Store:
             " status, channel_id, post_id, pending_key, created_at, updated_at,"
             " delivery_status, next_delivery_at)"
             " VALUES (?, ?, ?, ?, ?, 'sent', '', ?, ?, ?, ?, ?, ?) RETURNING *",
-            [env, conversation_id, direction, author, text, post_id, new_id(), now, now,
-             delivery_status, now if delivery_status else None],
+            [
+                env,
+                conversation_id,
+                direction,
+                author,
+                text,
+                post_id,
+                new_id(),
+                now,
+                now,
+                delivery_status,
+                now if delivery_status else None,
+            ],
         )
         return _decode_message(row) if row else None
 
@@ -647,7 +676,11 @@ class Store:
             " channel_id = COALESCE(?, channel_id), chunk_post_ids = COALESCE(?, chunk_post_ids),"
             " post_id = COALESCE(?, post_id) WHERE id = ? RETURNING *",
             [
-                status, error, reason, time.time(), channel_id,
+                status,
+                error,
+                reason,
+                time.time(),
+                channel_id,
                 json.dumps(post_ids) if post_ids else None,
                 post_ids[0] if post_ids else None,
                 message_id,
@@ -744,7 +777,9 @@ class Store:
         params.append(limit)
         return list(self.db.query(f"SELECT * FROM log {where} ORDER BY id DESC LIMIT ?", params))
 
-    def last_log(self, env: str, direction: str, outcome: str = "ok", action: str = "") -> dict | None:
+    def last_log(
+        self, env: str, direction: str, outcome: str = "ok", action: str = ""
+    ) -> dict | None:
         sql = "SELECT * FROM log WHERE env = ? AND direction = ? AND outcome = ?"
         params: list[Any] = [env, direction, outcome]
         if action:

@@ -99,12 +99,18 @@ def configure_env(live, mm, env="test", *, bot=None, channel="support", extra=()
     """Configure and activate an environment the way an admin's script would."""
     bot = bot or (mm.bot if env == "test" else mm.prod_bot)
     live.cli(
-        "configure", env,
-        "--server-url", mm.url,
-        "--bot-token", bot["token"],
-        "--webhook-token", f"{env}-webhook-token-0123456789"[:26],
-        "--channel", mm.channels[channel]["id"],
-        "--notify", f"booking.created={mm.channels['sales']['id']}",
+        "configure",
+        env,
+        "--server-url",
+        mm.url,
+        "--bot-token",
+        bot["token"],
+        "--webhook-token",
+        f"{env}-webhook-token-0123456789"[:26],
+        "--channel",
+        mm.channels[channel]["id"],
+        "--notify",
+        f"booking.created={mm.channels['sales']['id']}",
         *extra,
         "--activate",
     )

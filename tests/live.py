@@ -57,11 +57,16 @@ class LiveBridge:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn",
-                "--workers", str(self.workers),
-                "--bind", f"127.0.0.1:{self.port}",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(self.workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
                 "--no-control-socket",
-                "--timeout", "60",
+                "--timeout",
+                "60",
                 "app:app",
             ],
             cwd=ROOT,
@@ -100,10 +105,16 @@ class LiveBridge:
         """``flask --app app ARGS`` against this instance's database."""
         result = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "app", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def api_key(self, env: str = "test") -> str:
@@ -111,9 +122,7 @@ class LiveBridge:
 
     def api(self, method: str, path: str, key: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
-        return self.session.request(
-            method, self.url + path, headers=headers, timeout=30, **kwargs
-        )
+        return self.session.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
     def login(self, session: requests.Session | None = None) -> requests.Session:
         """A requests session logged in to the admin screens (CSRF token included)."""

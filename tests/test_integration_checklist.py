@@ -43,8 +43,12 @@ def checklist(live, admin) -> str:
 
 def post(live, admin, path, data=None):
     token = csrf(admin.get(f"{live.url}/checklist", timeout=30).text)
-    response = admin.post(f"{live.url}{path}", data={"csrf_token": token, **(data or {})},
-                          headers={"X-CSRFToken": token}, timeout=30)
+    response = admin.post(
+        f"{live.url}{path}",
+        data={"csrf_token": token, **(data or {})},
+        headers={"X-CSRFToken": token},
+        timeout=30,
+    )
     assert response.status_code < 400, response.text[:500]
     return response
 
@@ -54,16 +58,23 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     assert set(evidence(page, "test").values()) == {"not-yet"}
     assert "0 / 8" in page
 
-    post(live, admin, "/env/test/auth", {"server_url": mm.url, "bot_token": mm.bot["token"],
-                                         "webhook_token": WEBHOOK_TOKEN})
+    post(
+        live,
+        admin,
+        "/env/test/auth",
+        {"server_url": mm.url, "bot_token": mm.bot["token"], "webhook_token": WEBHOOK_TOKEN},
+    )
     states = evidence(checklist(live, admin), "test")
     assert states["bot_token"] == "ok" and states["auth_filled"] == "ok"
     assert states["channel_ids"] == "not-yet" and states["test_message"] == "not-yet"
 
     support, sales = mm.channels["support"]["id"], mm.channels["sales"]["id"]
-    post(live, admin, "/env/test/config", {"mirror_channel_id": support,
-                                           "notify_type": "booking.created",
-                                           "notify_channel": sales})
+    post(
+        live,
+        admin,
+        "/env/test/config",
+        {"mirror_channel_id": support, "notify_type": "booking.created", "notify_channel": sales},
+    )
     states = evidence(checklist(live, admin), "test")
     assert states["channel_ids"] == "ok" and states["mapping"] == "ok"
     assert states["bot_member"] == "not-yet"  # never guessed: needs a Re-check
@@ -85,9 +96,12 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     assert states["end_to_end"] == "not-yet"
 
     key = live.api_key("test")
-    started = live.api("POST", "/api/v1/conversations", key,
-                       json={"visitor": {"name": "Erin"}, "text": "first"}).json()
-    live.api("POST", f"/api/v1/conversations/{started['id']}/messages", key, json={"text": "second"})
+    started = live.api(
+        "POST", "/api/v1/conversations", key, json={"visitor": {"name": "Erin"}, "text": "first"}
+    ).json()
+    live.api(
+        "POST", f"/api/v1/conversations/{started['id']}/messages", key, json={"text": "second"}
+    )
     assert evidence(checklist(live, admin), "test")["end_to_end"] == "not-yet"
     mm.user_post(mm.agent, support, "an answer", root_id=started["root_post_id"])
     mm.wait_for_webhooks()
@@ -137,8 +151,9 @@ def test_production_with_the_test_bot_is_flagged(live, mm, admin):
 
 def test_unknown_item_is_404_and_markdown_export_downloads(live, admin):
     token = csrf(checklist(live, admin))
-    missing = admin.post(f"{live.url}/checklist/test/nope/toggle", headers={"X-CSRFToken": token},
-                         timeout=10)
+    missing = admin.post(
+        f"{live.url}/checklist/test/nope/toggle", headers={"X-CSRFToken": token}, timeout=10
+    )
     assert missing.status_code == 404
     export = admin.get(f"{live.url}/checklist.md", timeout=10)
     assert export.headers["Content-Disposition"].startswith("attachment")

@@ -27,8 +27,9 @@ def key(live, mm):
 def start_chat_from_page(live, text="Is breakfast included?"):
     """What the visitor's browser does on the public chat page."""
     session = requests.Session()
-    response = session.post(f"{live.url}/chat/test/start",
-                            data={"name": "Vera", "email": "", "text": text}, timeout=30)
+    response = session.post(
+        f"{live.url}/chat/test/start", data={"name": "Vera", "email": "", "text": text}, timeout=30
+    )
     assert response.status_code == 200, response.text[:300]
     conversation_id = re.search(r"[?&]c=([a-z0-9]{26})", response.url).group(1)
     session.close()
@@ -36,8 +37,9 @@ def start_chat_from_page(live, text="Is breakfast included?"):
 
 
 def start_chat_from_api(live, key, text):
-    response = live.api("POST", "/api/v1/conversations", key,
-                        json={"visitor": {"name": "Hans Host"}, "text": text})
+    response = live.api(
+        "POST", "/api/v1/conversations", key, json={"visitor": {"name": "Hans Host"}, "text": text}
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -47,7 +49,9 @@ def conversation(live, key, conversation_id):
 
 
 def messages(live, key, conversation_id, after=0):
-    response = live.api("GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}", key)
+    response = live.api(
+        "GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}", key
+    )
     return response.json()["messages"]
 
 
@@ -55,11 +59,18 @@ def hook_payload(mm, post, token=WEBHOOK_TOKEN, user=None):
     user = user or mm.agent
     channel = mm.channels["support"]
     return {
-        "token": token, "team_id": mm.team["id"], "team_domain": "acme",
-        "channel_id": channel["id"], "channel_name": channel["name"],
-        "timestamp": str(post["create_at"] // 1000), "user_id": user["id"],
-        "user_name": user["username"], "post_id": post["id"], "text": post["message"],
-        "trigger_word": "", "file_ids": "",
+        "token": token,
+        "team_id": mm.team["id"],
+        "team_domain": "acme",
+        "channel_id": channel["id"],
+        "channel_name": channel["name"],
+        "timestamp": str(post["create_at"] // 1000),
+        "user_id": user["id"],
+        "user_name": user["username"],
+        "post_id": post["id"],
+        "text": post["message"],
+        "trigger_word": "",
+        "file_ids": "",
     }
 
 
@@ -69,7 +80,9 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
     assert root_post_id and mm.get_post(root_post_id)["root_id"] == ""
     mm.wait_for_webhooks()
     # The bot's own root post fired the hook and was ignored: no reply post came back.
-    assert [d["status"] for d in mm.webhook_deliveries if d["payload"]["post_id"] == root_post_id] == [200]
+    assert [
+        d["status"] for d in mm.webhook_deliveries if d["payload"]["post_id"] == root_post_id
+    ] == [200]
 
     posts_before = len(mm.posts)
     mm.user_post(mm.agent, mm.channels["support"]["id"], "Yes, from 7 to 10.", root_id=root_post_id)
@@ -81,7 +94,9 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
 
     found = messages(live, key, conversation_id)
     assert [(m["direction"], m["text"]) for m in found] == [
-        ("visitor", "Is breakfast included?"), ("agent", "Yes, from 7 to 10.")]
+        ("visitor", "Is breakfast included?"),
+        ("agent", "Yes, from 7 to 10."),
+    ]
     assert found[1]["author"] == "Alice Agent"
 
     chat = requests.get(f"{live.url}/chat/test?c={conversation_id}", timeout=10).text
@@ -91,9 +106,12 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
 def test_visitor_follow_up_from_the_page_is_a_threaded_reply(live, mm, key):
     conversation_id = start_chat_from_page(live, "first")
     root_post_id = conversation(live, key, conversation_id)["root_post_id"]
-    response = requests.post(f"{live.url}/chat/test/{conversation_id}/messages",
-                             data={"text": "<b>second</b>"}, headers={"HX-Request": "true"},
-                             timeout=30)
+    response = requests.post(
+        f"{live.url}/chat/test/{conversation_id}/messages",
+        data={"text": "<b>second</b>"},
+        headers={"HX-Request": "true"},
+        timeout=30,
+    )
     assert response.status_code == 200
     reply = [p for p in mm.posts if "second" in p["message"] and p["root_id"] == root_post_id]
     assert len(reply) == 1
@@ -119,8 +137,9 @@ def test_wrong_token_gets_403_and_stores_nothing(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     post = mm.user_post(mm.agent, mm.channels["not-joined"]["id"], "forged")  # no hook there
     post = {**post, "root_id": root}
-    response = requests.post(f"{live.url}/hooks/mattermost/test",
-                             data=hook_payload(mm, post, token="x" * 26), timeout=10)
+    response = requests.post(
+        f"{live.url}/hooks/mattermost/test", data=hook_payload(mm, post, token="x" * 26), timeout=10
+    )
     assert response.status_code == 403
     assert len(messages(live, key, conversation_id)) == 1
     log = live.login().get(f"{live.url}/log?env=test&outcome=rejected", timeout=10).text
@@ -155,7 +174,9 @@ def test_json_hook_stores_a_reply(live, mm, key, tmp_path):
     response = requests.post(
         f"{live.url}/hooks/mattermost/test",
         data=json.dumps({**hook_payload(mm, reply), "timestamp": reply["create_at"]}),
-        headers={"Content-Type": "application/json"}, timeout=10)
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 200 and response.text == ""
     assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "via JSON"
 
@@ -170,7 +191,9 @@ def test_same_delivery_sent_concurrently_to_two_workers_is_stored_once(live, mm,
 
     def deliver(_):
         barrier.wait(timeout=10)
-        return requests.post(f"{live.url}/hooks/mattermost/test", data=payload, timeout=30).status_code
+        return requests.post(
+            f"{live.url}/hooks/mattermost/test", data=payload, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(deliver, range(16)))
@@ -178,28 +201,40 @@ def test_same_delivery_sent_concurrently_to_two_workers_is_stored_once(live, mm,
     assert [m["text"] for m in messages(live, key, conversation_id)].count("raced reply") == 1
 
 
-@pytest.mark.parametrize("body, content_type", [
-    (b"", "application/x-www-form-urlencoded"),
-    (b"token=abc", "application/x-www-form-urlencoded"),
-    (b"%%%&&&==", "application/x-www-form-urlencoded"),
-    (b"{not json", "application/json"),
-    (b"[1, 2, 3]", "application/json"),
-    (b'{"token": {"a": 1}, "post_id": [], "user_id": 1, "channel_id": null}', "application/json"),
-    (b"\xff\xfe\x00garbage", "application/json"),
-    (b"token=a&post_id=b", "text/plain"),
-    (b"--x\r\nbroken multipart", "multipart/form-data; boundary=x"),
-])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"", "application/x-www-form-urlencoded"),
+        (b"token=abc", "application/x-www-form-urlencoded"),
+        (b"%%%&&&==", "application/x-www-form-urlencoded"),
+        (b"{not json", "application/json"),
+        (b"[1, 2, 3]", "application/json"),
+        (
+            b'{"token": {"a": 1}, "post_id": [], "user_id": 1, "channel_id": null}',
+            "application/json",
+        ),
+        (b"\xff\xfe\x00garbage", "application/json"),
+        (b"token=a&post_id=b", "text/plain"),
+        (b"--x\r\nbroken multipart", "multipart/form-data; boundary=x"),
+    ],
+)
 def test_malformed_bodies_get_400_never_500(live, key, body, content_type):
-    response = requests.post(f"{live.url}/hooks/mattermost/test", data=body,
-                             headers={"Content-Type": content_type}, timeout=10)
+    response = requests.post(
+        f"{live.url}/hooks/mattermost/test",
+        data=body,
+        headers={"Content-Type": content_type},
+        timeout=10,
+    )
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "bad_payload"
 
 
 def test_missing_field_is_named_with_a_content_type_hint(live, key):
-    response = requests.post(f"{live.url}/hooks/mattermost/test",
-                             data={"token": WEBHOOK_TOKEN, "post_id": "p" * 26, "channel_id": "c" * 26},
-                             timeout=10)
+    response = requests.post(
+        f"{live.url}/hooks/mattermost/test",
+        data={"token": WEBHOOK_TOKEN, "post_id": "p" * 26, "channel_id": "c" * 26},
+        timeout=10,
+    )
     assert response.status_code == 400
     assert "user_id" in response.json()["error"]
     assert "content type" in response.json()["error"]
@@ -220,8 +255,9 @@ def test_agent_note_is_hidden_and_close_ends_the_chat(live, mm, key):
     assert len(notice) == 1
     page = requests.get(f"{live.url}/chat/test?c={conversation_id}", timeout=10).text
     assert "closed" in page and "VIP" not in page
-    refused = live.api("POST", f"/api/v1/conversations/{conversation_id}/messages", key,
-                       json={"text": "hello?"})
+    refused = live.api(
+        "POST", f"/api/v1/conversations/{conversation_id}/messages", key, json={"text": "hello?"}
+    )
     assert refused.status_code == 409
 
 
@@ -252,8 +288,12 @@ class HostReceiver:
             from bridge.callbacks import verify_signature
 
             body = request.get_data()
-            valid = verify_signature(self.secret, request.headers.get("X-Bridge-Timestamp", ""),
-                                     body, request.headers.get("X-Bridge-Signature", ""))
+            valid = verify_signature(
+                self.secret,
+                request.headers.get("X-Bridge-Timestamp", ""),
+                body,
+                request.headers.get("X-Bridge-Signature", ""),
+            )
             self.received.append({"valid": valid, "json": json.loads(body)})
             return Response("", status=self.answer if valid else 401)
 
@@ -288,6 +328,7 @@ def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live
         receiver.answer = 200
         db = str(live.instance / "bridge.db")
         import sqlite3
+
         conn = sqlite3.connect(db, timeout=10)
         conn.execute("UPDATE messages SET next_delivery_at = 0 WHERE delivery_status = 'failed'")
         conn.commit()

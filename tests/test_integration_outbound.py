@@ -15,8 +15,12 @@ def key(live, mm):
 
 
 def start(live, key, text="Hello, is the room free on Friday?", name="Vera Visitor"):
-    response = live.api("POST", "/api/v1/conversations", key,
-                        json={"visitor": {"name": name, "email": "vera@example.com"}, "text": text})
+    response = live.api(
+        "POST",
+        "/api/v1/conversations",
+        key,
+        json={"visitor": {"name": name, "email": "vera@example.com"}, "text": text},
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -31,8 +35,12 @@ def test_conversation_becomes_root_post_and_next_message_a_threaded_reply(live, 
     assert root["user_id"] == mm.bot["id"]
     assert "Hello, is the room free on Friday?" in root["message"]
 
-    reply = live.api("POST", f"/api/v1/conversations/{conversation['id']}/messages", key,
-                     json={"text": "Two people, two nights."})
+    reply = live.api(
+        "POST",
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        key,
+        json={"text": "Two people, two nights."},
+    )
     assert reply.status_code == 201, reply.text
     body = reply.json()
     assert body["status"] == "sent"
@@ -63,8 +71,12 @@ def test_long_text_is_split_into_ordered_posts_in_the_thread(live, mm, key):
 
 
 def test_mapped_notification_reaches_its_channel_and_unmapped_is_skipped(live, mm, key):
-    sent = live.api("POST", "/api/v1/notifications", key,
-                    json={"type": "booking.created", "text": "Booking #42 created"})
+    sent = live.api(
+        "POST",
+        "/api/v1/notifications",
+        key,
+        json={"type": "booking.created", "text": "Booking #42 created"},
+    )
     assert sent.status_code == 201
     body = sent.json()
     assert body["status"] == "sent"
@@ -72,8 +84,12 @@ def test_mapped_notification_reaches_its_channel_and_unmapped_is_skipped(live, m
     assert mm.get_post(body["post_id"])["message"] == "Booking #42 created"
 
     before = len(mm.posts)
-    skipped = live.api("POST", "/api/v1/notifications", key,
-                       json={"type": "payment.failed", "text": "Card declined"})
+    skipped = live.api(
+        "POST",
+        "/api/v1/notifications",
+        key,
+        json={"type": "payment.failed", "text": "Card declined"},
+    )
     assert skipped.status_code == 201
     assert skipped.json()["status"] == "skipped"
     assert "payment.failed" in skipped.json()["reason"]
@@ -81,17 +97,18 @@ def test_mapped_notification_reaches_its_channel_and_unmapped_is_skipped(live, m
 
 
 def test_bot_not_in_channel_gives_403_cause_and_keeps_the_message(live, mm, key):
-    result = live.cli("configure", "test", "--notify",
-                      f"ops.alert={mm.channels['not-joined']['id']}")
+    result = live.cli(
+        "configure", "test", "--notify", f"ops.alert={mm.channels['not-joined']['id']}"
+    )
     assert "not a member" in result.stderr  # saved with a warning, not refused
-    response = live.api("POST", "/api/v1/notifications", key,
-                        json={"type": "ops.alert", "text": "disk full"})
+    response = live.api(
+        "POST", "/api/v1/notifications", key, json={"type": "ops.alert", "text": "disk full"}
+    )
     body = response.json()
     assert response.status_code == 201
     assert body["status"] == "failed"
     assert "not a member" in body["error"] and "@bridge-bot" in body["error"]
-    live.cli("configure", "test", "--notify",
-             f"booking.created={mm.channels['sales']['id']}")
+    live.cli("configure", "test", "--notify", f"booking.created={mm.channels['sales']['id']}")
 
 
 def test_rate_limit_is_honoured_and_the_message_still_sent(live, mm, key):
@@ -108,8 +125,9 @@ def test_inactive_environment_sends_nothing(live, mm, key):
         conversation = start(live, key, text="anyone there?")
         assert conversation["status"] == "skipped"
         assert "inactive" in conversation["reason"]
-        note = live.api("POST", "/api/v1/notifications", key,
-                        json={"type": "booking.created", "text": "x"})
+        note = live.api(
+            "POST", "/api/v1/notifications", key, json={"type": "booking.created", "text": "x"}
+        )
         assert note.json()["status"] == "skipped"
         assert len(mm.posts) == before
     finally:
@@ -122,8 +140,12 @@ def test_message_failed_while_server_down_is_sent_exactly_once_by_retry(live, mm
         conversation = start(live, key, text="sent while Mattermost was down")
         assert conversation["status"] == "failed"
         assert "cannot reach" in conversation["error"]
-        follow_up = live.api("POST", f"/api/v1/conversations/{conversation['id']}/messages", key,
-                             json={"text": "and a follow-up"}).json()
+        follow_up = live.api(
+            "POST",
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            key,
+            json={"text": "and a follow-up"},
+        ).json()
         assert follow_up["status"] == "failed"
         kept = live.api("GET", f"/api/v1/conversations/{conversation['id']}/messages", key).json()
         assert [m["status"] for m in kept["messages"]] == ["failed", "failed"]
@@ -142,8 +164,15 @@ def test_message_failed_while_server_down_is_sent_exactly_once_by_retry(live, mm
 
 
 def test_configure_with_a_wrong_token_exits_non_zero_and_says_invalid(live, mm):
-    result = live.cli("configure", "production", "--server-url", mm.url,
-                      "--bot-token", "wrongtokenwrongtokenwrongt", check=False)
+    result = live.cli(
+        "configure",
+        "production",
+        "--server-url",
+        mm.url,
+        "--bot-token",
+        "wrongtokenwrongtokenwrongt",
+        check=False,
+    )
     assert result.returncode != 0
     assert "invalid" in (result.stderr + result.stdout).lower()
     assert "wrongtoken" not in result.stderr + result.stdout

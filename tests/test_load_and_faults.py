@@ -44,13 +44,19 @@ def test_ten_thousand_concurrent_deliveries_are_each_logged_once_and_stored_once
     support = mm.channels["support"]["id"]
     conversations = []
     for n in range(20):
-        started = bridge4.api("POST", "/api/v1/conversations", key,
-                              json={"visitor": {"name": f"V{n}"}, "text": f"load {n}"}).json()
+        started = bridge4.api(
+            "POST",
+            "/api/v1/conversations",
+            key,
+            json={"visitor": {"name": f"V{n}"}, "text": f"load {n}"},
+        ).json()
         conversations.append(started["root_post_id"])
     # 5,000 agent replies created without firing hooks (the bridge has no hook
     # registered in this stand-in), then delivered by hand, each twice.
-    posts = [mm.user_post(mm.agent, support, f"reply {n}", root_id=conversations[n % 20])
-             for n in range(5000)]
+    posts = [
+        mm.user_post(mm.agent, support, f"reply {n}", root_id=conversations[n % 20])
+        for n in range(5000)
+    ]
     deliveries = [post for post in posts for _ in range(2)]
     random.Random(7).shuffle(deliveries)
     session_local = threading.local()
@@ -58,12 +64,22 @@ def test_ten_thousand_concurrent_deliveries_are_each_logged_once_and_stored_once
     def deliver(post):
         if not hasattr(session_local, "session"):
             session_local.session = requests.Session()
-        payload = {"token": WEBHOOK_TOKEN, "team_id": mm.team["id"], "channel_id": support,
-                   "channel_name": "support", "timestamp": str(post["create_at"] // 1000),
-                   "user_id": mm.agent["id"], "user_name": "alice", "post_id": post["id"],
-                   "text": post["message"], "trigger_word": "", "file_ids": ""}
-        return session_local.session.post(f"{bridge4.url}/hooks/mattermost/test", data=payload,
-                                          timeout=60).status_code
+        payload = {
+            "token": WEBHOOK_TOKEN,
+            "team_id": mm.team["id"],
+            "channel_id": support,
+            "channel_name": "support",
+            "timestamp": str(post["create_at"] // 1000),
+            "user_id": mm.agent["id"],
+            "user_name": "alice",
+            "post_id": post["id"],
+            "text": post["message"],
+            "trigger_word": "",
+            "file_ids": "",
+        }
+        return session_local.session.post(
+            f"{bridge4.url}/hooks/mattermost/test", data=payload, timeout=60
+        ).status_code
 
     started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
@@ -73,8 +89,14 @@ def test_ten_thousand_concurrent_deliveries_are_each_logged_once_and_stored_once
     db = bridge4.instance / "bridge.db"
     assert count(db, "SELECT COUNT(*) FROM log WHERE direction = 'inbound'") == 10_000
     assert count(db, "SELECT COUNT(*) FROM messages WHERE direction = 'agent'") == 5_000
-    assert count(db, "SELECT COUNT(*) FROM (SELECT post_id FROM messages WHERE direction = "
-                     "'agent' GROUP BY post_id HAVING COUNT(*) > 1)") == 0
+    assert (
+        count(
+            db,
+            "SELECT COUNT(*) FROM (SELECT post_id FROM messages WHERE direction = "
+            "'agent' GROUP BY post_id HAVING COUNT(*) > 1)",
+        )
+        == 0
+    )
     assert count(db, "SELECT COUNT(*) FROM log WHERE error LIKE '%locked%'") == 0
     assert "database is locked" not in bridge4.log_path.read_text()
     assert elapsed < 240, f"10,000 deliveries took {elapsed:.0f} s"
@@ -89,8 +111,12 @@ def bridge2(tmp_path_factory):
 def test_burst_through_outage_errors_rate_limits_and_slowness_posts_each_once(bridge2, mm):
     key = configure_env(bridge2, mm, channel="billing")
     billing = mm.channels["billing"]["id"]
-    started = bridge2.api("POST", "/api/v1/conversations", key,
-                          json={"visitor": {"name": "Burst"}, "text": "burst root"}).json()
+    started = bridge2.api(
+        "POST",
+        "/api/v1/conversations",
+        key,
+        json={"visitor": {"name": "Burst"}, "text": "burst root"},
+    ).json()
     assert started["status"] == "sent"
     conversation_id = started["id"]
     texts = [f"burst message {n:04d}" for n in range(1000)]
@@ -102,7 +128,10 @@ def test_burst_through_outage_errors_rate_limits_and_slowness_posts_each_once(br
             local.session = requests.Session()
         response = local.session.post(
             f"{bridge2.url}/api/v1/conversations/{conversation_id}/messages",
-            json={"text": text}, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            json={"text": text},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
         assert response.status_code == 201, response.text
         return response.json()["status"]
 
@@ -136,8 +165,9 @@ def test_burst_through_outage_errors_rate_limits_and_slowness_posts_each_once(br
     kept = []
     after = 0
     while True:
-        page = bridge2.api("GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}",
-                           key).json()["messages"]
+        page = bridge2.api(
+            "GET", f"/api/v1/conversations/{conversation_id}/messages?after={after}", key
+        ).json()["messages"]
         if not page:
             break
         kept += page
@@ -147,7 +177,11 @@ def test_burst_through_outage_errors_rate_limits_and_slowness_posts_each_once(br
     for text in texts:
         assert sum(text in message for message in posted) == 1, text
     db = bridge2.instance / "bridge.db"
-    assert count(db, "SELECT COUNT(*) FROM log WHERE outcome = 'error' AND error LIKE "
-                     "'%cannot reach%'") > 0
+    assert (
+        count(
+            db, "SELECT COUNT(*) FROM log WHERE outcome = 'error' AND error LIKE '%cannot reach%'"
+        )
+        > 0
+    )
     assert count(db, "SELECT COUNT(*) FROM log WHERE http_status = 429") > 0
     assert count(db, "SELECT COUNT(*) FROM log WHERE http_status = 500") > 0

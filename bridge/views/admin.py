@@ -68,15 +68,18 @@ def _server_url(form, field):
 
 class AuthForm(FlaskForm):
     server_url = StringField(
-        "Server URL", validators=[DataRequired(), Length(max=300), _server_url],
+        "Server URL",
+        validators=[DataRequired(), Length(max=300), _server_url],
         description="The address you open Mattermost at, e.g. https://chat.example.com",
     )
     bot_token = PasswordField(
-        "Bot token", validators=[Length(max=200)],
+        "Bot token",
+        validators=[Length(max=200)],
         description="The bot account's access token. Leave empty to keep the saved one.",
     )
     webhook_token = PasswordField(
-        "Outgoing webhook token", validators=[Length(max=200)],
+        "Outgoing webhook token",
+        validators=[Length(max=200)],
         description="Shown by Mattermost when you create the outgoing webhook. "
         "Leave empty to keep the saved one.",
     )
@@ -94,9 +97,7 @@ def env_auth(env: str):
             value = (form[name].data or "").strip()
             if value:  # empty keeps the saved secret
                 fields[name] = value
-        identity_changed = (
-            fields["server_url"] != settings["server_url"] or "bot_token" in fields
-        )
+        identity_changed = fields["server_url"] != settings["server_url"] or "bot_token" in fields
         if identity_changed:
             # A new server or token is a new bot until it is verified.
             fields.update(bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None)
@@ -157,7 +158,7 @@ def inbound_url(env: str) -> str:
     path = url_for("hooks.receive", env=env)
     base = current_app.config["PUBLIC_URL"]
     if base:
-        return base + path[len(request.script_root):]
+        return base + path[len(request.script_root) :]
     return request.host_url.rstrip("/") + path
 
 
@@ -183,7 +184,8 @@ def env_config(env: str):
                 "mirror_channel_id": mirror_id,
                 "mirror_channel_name": channel_label(known[mirror_id])
                 if mirror_id in known
-                else settings["mirror_channel_name"] if mirror_id == settings["mirror_channel_id"]
+                else settings["mirror_channel_name"]
+                if mirror_id == settings["mirror_channel_id"]
                 else "",
                 "notify_map": {kind: channel for kind, channel in rows if channel},
                 "callback_url": callback_url,
@@ -296,9 +298,7 @@ def activate(env: str):
 @bp.post(f"/env/{ENV}/deactivate")
 def deactivate(env: str):
     get_store().update_environment(env, active=0)
-    flash(
-        f"The {env} integration is inactive: nothing is posted and replies are ignored.", "ok"
-    )
+    flash(f"The {env} integration is inactive: nothing is posted and replies are ignored.", "ok")
     return redirect(url_for("admin.env_config", env=env))
 
 
@@ -333,4 +333,3 @@ def conversation(conversation_id: str):
         abort(404, f"No conversation {conversation_id}: it may have been started elsewhere.")
     messages = store.messages_after(conversation_id, 0, limit=1000)
     return render_template("admin/conversation.html", conversation=item, messages=messages)
-

@@ -47,7 +47,9 @@ def authenticate():
 
 def _body() -> dict[str, Any]:
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+        raise ApiError(
+            415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)"
+        )
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "invalid_json", "the body is not valid JSON")
@@ -78,7 +80,9 @@ def _conversation(conversation_id: str) -> dict[str, Any]:
     try:
         return get_store().conversation(conversation_id, env=g.env)
     except NotFound:
-        raise ApiError(404, "not_found", f"no conversation {conversation_id!r} in this environment") from None
+        raise ApiError(
+            404, "not_found", f"no conversation {conversation_id!r} in this environment"
+        ) from None
 
 
 # -- responses --------------------------------------------------------------------------
@@ -87,7 +91,11 @@ def _conversation(conversation_id: str) -> dict[str, Any]:
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(timestamp, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _delivery(message: dict[str, Any]) -> dict[str, Any]:
@@ -121,13 +129,14 @@ def openapi():
     return jsonify(SPEC)
 
 
-
 @bp.post("/conversations")
 def create_conversation():
     body = _body()
     visitor = body.get("visitor")
     if visitor is None:
-        raise ApiError(400, "missing_field", "'visitor' is required: {\"name\": ..., \"email\"?: ...}")
+        raise ApiError(
+            400, "missing_field", '\'visitor\' is required: {"name": ..., "email"?: ...}'
+        )
     if not isinstance(visitor, dict):
         raise ApiError(400, "invalid_field", "'visitor' must be an object with a 'name'")
     name = _text(visitor, "name", limit=MAX_NAME, where="visitor.")
@@ -158,7 +167,9 @@ def add_message(conversation_id: str):
         _conversation(conversation_id)  # answers the 404
         raise
     except ConversationClosed:
-        raise ApiError(409, "conversation_closed", "the conversation was closed by an agent") from None
+        raise ApiError(
+            409, "conversation_closed", "the conversation was closed by an agent"
+        ) from None
     return jsonify({"id": message["id"], "post_id": message["post_id"], **_delivery(message)}), 201
 
 

@@ -35,7 +35,8 @@ class SetupForm(FlaskForm):
 
 class LoginForm(FlaskForm):
     name = StringField(
-        "Your name", validators=[DataRequired(), Length(max=60)],
+        "Your name",
+        validators=[DataRequired(), Length(max=60)],
         description="Shown next to the checklist items you tick.",
     )
     password = PasswordField("Admin password", validators=[DataRequired()])

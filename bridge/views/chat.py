@@ -48,10 +48,16 @@ def page(env: str):
         conversation = _conversation_or_404(env, conversation_id)
         messages = get_store().messages_after(conversation_id, 0, limit=500, visitor_view=True)
         return render_template(
-            "chat/conversation.html", env=env, conversation=conversation, messages=messages,
-            newest_id=messages[-1]["id"] if messages else 0, poll_seconds=POLL_SECONDS,
+            "chat/conversation.html",
+            env=env,
+            conversation=conversation,
+            messages=messages,
+            newest_id=messages[-1]["id"] if messages else 0,
+            poll_seconds=POLL_SECONDS,
         )
-    return render_template("chat/start.html", env=env, available=settings["active"], errors=[], form={})
+    return render_template(
+        "chat/start.html", env=env, available=settings["active"], errors=[], form={}
+    )
 
 
 @bp.post(f"/{ENV}/start")
@@ -68,8 +74,9 @@ def start(env: str):
     if not errors and _limited("start", STARTS_PER_WINDOW):
         errors.append("Too many new chats from your address. Please wait a few minutes.")
     if errors:
-        return render_template("chat/start.html", env=env, available=settings["active"],
-                               errors=errors, form=form), 429 if "Too many" in errors[-1] else 400
+        return render_template(
+            "chat/start.html", env=env, available=settings["active"], errors=errors, form=form
+        ), 429 if "Too many" in errors[-1] else 400
     conversation, _ = get_sender().start_conversation(
         env, form["name"], form["text"], visitor_email=form["email"]
     )
@@ -110,8 +117,13 @@ def send(env: str, conversation_id: str):
             errors = ["This conversation has been closed."]
     if htmx:
         # The composer resets; the poller brings the new message into the list.
-        return render_template("chat/_composer.html", env=env, conversation=conversation,
-                               errors=errors, text=text if errors else "")
+        return render_template(
+            "chat/_composer.html",
+            env=env,
+            conversation=conversation,
+            errors=errors,
+            text=text if errors else "",
+        )
     return redirect(url_for("chat.page", env=env, c=conversation["id"]))
 
 
@@ -122,6 +134,12 @@ def poll(env: str, conversation_id: str):
     after_id = parse_id(request.args.get("after")) or 0
     messages = get_store().messages_after(conversation_id, after_id, visitor_view=True)
     newest = messages[-1]["id"] if messages else after_id
-    body = render_template("chat/_poll.html", env=env, conversation=conversation,
-                           messages=messages, newest_id=newest, poll_seconds=POLL_SECONDS)
+    body = render_template(
+        "chat/_poll.html",
+        env=env,
+        conversation=conversation,
+        messages=messages,
+        newest_id=newest,
+        poll_seconds=POLL_SECONDS,
+    )
     return body, 286 if conversation["status"] == "closed" else 200

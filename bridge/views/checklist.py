@@ -45,8 +45,9 @@ def recheck(env: str):
     store = get_store()
     settings = store.environment(env)
     if settings["server_url"] and settings["bot_token"]:
-        client = logged_client(store, settings,
-                               session=current_app.config.get("MATTERMOST_SESSION"))
+        client = logged_client(
+            store, settings, session=current_app.config.get("MATTERMOST_SESSION")
+        )
         readiness.recheck(store, env, client)
     return _environment_fragment(env)
 
@@ -62,5 +63,8 @@ def export():
     lists = [readiness.checklist(store, env) for env in readiness.ITEMS]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = readiness.as_markdown(lists, now, admin_name())
-    return Response(body, mimetype="text/markdown", headers={
-        "Content-Disposition": "attachment; filename=mattermost-bridge-checklist.md"})
+    return Response(
+        body,
+        mimetype="text/markdown",
+        headers={"Content-Disposition": "attachment; filename=mattermost-bridge-checklist.md"},
+    )

@@ -20,8 +20,12 @@ def receive(env: str):
         payload = parse_payload(request.content_type or "", request.form, request.get_data())
     except PayloadError as exc:
         get_store().log(
-            env=env, direction="inbound", action="webhook", outcome="rejected",
-            http_status=400, error=f"bad payload: {exc}",
+            env=env,
+            direction="inbound",
+            action="webhook",
+            outcome="rejected",
+            http_status=400,
+            error=f"bad payload: {exc}",
         )
         raise ApiError(400, "bad_payload", str(exc)) from None
     router = InboundRouter(get_store(), session=current_app.config.get("MATTERMOST_SESSION"))
