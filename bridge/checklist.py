@@ -198,7 +198,12 @@ def _test_message(store: Store, settings: dict, context: dict) -> Evidence:
     failed = store.last_log(env, "outbound", outcome="error", action="test_message")
     filters = {"env": env, "direction": "outbound"}
     if failed and (not last or failed["id"] > last["id"]):
-        return Evidence(FAILING, failed["error"], failed["ts"], {**filters, "outcome": "error"})
+        return Evidence(
+            FAILING,
+            f"the last test message failed: {failed['error']} Fix it, then send one again.",
+            failed["ts"],
+            {**filters, "outcome": "error"},
+        )
     if last:
         return Evidence(OK, f"posted as {last['post_id']}", last["ts"], filters)
     return Evidence(NOT_YET, "press Send test message on the configuration screen")

@@ -153,6 +153,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (env, item)
     );
     """,
+    # 4: the log page's "this conversation" filter.
+    """
+    CREATE INDEX log_conversation ON log(conversation_id, id);
+    """,
 ]
 
 
@@ -753,17 +757,25 @@ class Store:
         env: str = "",
         direction: str = "",
         outcome: str = "",
+        conversation: str = "",
         before_id: int | None = None,
         after_id: int | None = None,
         limit: int = LOG_PAGE_SIZE,
     ) -> list[dict[str, Any]]:
         """Log rows newest first, filtered, keyset-paginated by id.
 
+        :param conversation: only the rows about this conversation.
         :param before_id: rows older than this id (the next page).
         :param after_id: rows newer than this id (the live tail).
         """
         clauses, params = [], []
-        for column, value in (("env", env), ("direction", direction), ("outcome", outcome)):
+        filters = (
+            ("env", env),
+            ("direction", direction),
+            ("outcome", outcome),
+            ("conversation_id", conversation),
+        )
+        for column, value in filters:
             if value:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -778,13 +790,15 @@ class Store:
         return list(self.db.query(f"SELECT * FROM log {where} ORDER BY id DESC LIMIT ?", params))
 
     def last_log(
-        self, env: str, direction: str, outcome: str = "ok", action: str = ""
+        self, env: str, direction: str, outcome: str = "ok", action: str | tuple[str, ...] = ""
     ) -> dict | None:
+        """The newest log row of this kind; ``action`` may name several."""
         sql = "SELECT * FROM log WHERE env = ? AND direction = ? AND outcome = ?"
         params: list[Any] = [env, direction, outcome]
-        if action:
-            sql += " AND action = ?"
-            params.append(action)
+        actions = (action,) if isinstance(action, str) and action else tuple(action)
+        if actions:
+            sql += f" AND action IN ({', '.join('?' for _ in actions)})"
+            params.extend(actions)
         return self._one(sql + " ORDER BY id DESC LIMIT 1", params)
 
     def prune_log(self, days: float) -> int:

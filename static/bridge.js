@@ -13,3 +13,17 @@ document.addEventListener("click", (event) => {
     done();
   }
 });
+
+// "Add a row" buttons: <button data-add-row="#template" data-into="#tbody"> copy a <template>.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-add-row]");
+  if (!button) return;
+  const template = document.querySelector(button.dataset.addRow);
+  const target = document.querySelector(button.dataset.into);
+  if (!template || !target) return;
+  const row = template.content.firstElementChild.cloneNode(true);
+  target.appendChild(row);
+  htmx.process(row);  // the row's Remove button uses hx-on
+  const first = row.querySelector("input, select");
+  if (first) first.focus();
+});

@@ -74,18 +74,22 @@ class LiveBridge:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_until_up()
+        try:
+            self._wait_until_up()
+        except BaseException:
+            self.stop()  # never leave a half-started gunicorn behind
+            raise
         return self
 
-    def _wait_until_up(self, timeout: float = 20.0) -> None:
+    def _wait_until_up(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
             try:
-                requests.get(self.url + "/login", timeout=1).close()
+                requests.get(self.url + "/login", timeout=2).close()
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while binding, slow first answer
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start in time")
 

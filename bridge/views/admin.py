@@ -49,7 +49,9 @@ def dashboard():
                 "settings": settings,
                 "checklist": readiness.checklist(store, settings["name"]),
                 "failed": store.count_failed(settings["name"]),
-                "last_send": store.last_log(settings["name"], "outbound", action="post"),
+                "last_send": store.last_log(
+                    settings["name"], "outbound", action=("post", "test_message")
+                ),
                 "last_inbound": store.last_log(settings["name"], "inbound"),
             }
         )
@@ -115,6 +117,7 @@ def env_auth(env: str):
         settings=settings,
         masked=_masked(settings),
         verification=verification,
+        saved=verification is not None,
         inbound_url=inbound_url(env),
     )
 
@@ -212,6 +215,7 @@ def env_config(env: str):
         errors=errors,
         rows=form_rows if form_rows is not None else sorted(settings["notify_map"].items()),
         masked=_masked(settings),
+        left_channels=_left_channels(settings, known) if not load_error else [],
         problems=activation_problems(settings),
         embed_snippet=_embed_snippet(env),
     )
@@ -228,6 +232,18 @@ def _channel_groups(settings: dict):
         return channel_groups(client, settings["bot_user_id"]), ""
     except mm.MattermostError as exc:
         return [], f"Could not list the bot's channels: {exc}"
+
+
+def _left_channels(settings: dict, known: dict) -> list[tuple[str, str]]:
+    """Saved channels the bot is no longer a member of: (id, how to name it)."""
+    saved = {settings["mirror_channel_id"]: settings["mirror_channel_name"]}
+    for kind, channel_id in settings["notify_map"].items():
+        saved.setdefault(channel_id, f"{channel_id} (for {kind})")
+    return [
+        (channel_id, name or channel_id)
+        for channel_id, name in saved.items()
+        if channel_id and channel_id not in known
+    ]
 
 
 def _notify_rows(form) -> list[tuple[str, str]]:
@@ -271,15 +287,6 @@ def _embed_snippet(env: str) -> str:
     return (
         f'<iframe src="{src}" title="Chat with us" '
         'style="width:380px;height:560px;border:1px solid #ccc;border-radius:8px"></iframe>'
-    )
-
-
-@bp.get(f"/env/{ENV}/config/notify-row")
-def notify_row(env: str):
-    settings = get_store().environment(env)
-    groups, _ = _channel_groups(settings)
-    return render_template(
-        "admin/_notify_row.html", kind="", channel="", groups=groups, known={}, settings=settings
     )
 
 
@@ -332,4 +339,16 @@ def conversation(conversation_id: str):
     except NotFound:
         abort(404, f"No conversation {conversation_id}: it may have been started elsewhere.")
     messages = store.messages_after(conversation_id, 0, limit=1000)
-    return render_template("admin/conversation.html", conversation=item, messages=messages)
+    settings = store.environment(item["env"])
+    permalink = (
+        f"{settings['server_url']}/_redirect/pl/{item['root_post_id']}"
+        if item["root_post_id"] and settings["server_url"]
+        else ""
+    )
+    return render_template(
+        "admin/conversation.html",
+        conversation=item,
+        messages=messages,
+        permalink=permalink,
+        callbacks=bool(settings["callback_url"]),
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, render_template, request
 
 from .. import htmx
@@ -19,13 +21,19 @@ def require_login():
     """The log is for admins only."""
 
 
+CONVERSATION_ID = re.compile(r"^[a-z0-9]{26}$")
+
+
 def _filters() -> dict[str, str]:
     """The page's filters, unknown values dropped rather than trusted."""
     allowed = {"env": ENVIRONMENTS, "direction": DIRECTIONS, "outcome": OUTCOMES}
-    return {
+    filters = {
         name: request.args.get(name, "") if request.args.get(name, "") in values else ""
         for name, values in allowed.items()
     }
+    conversation = request.args.get("conversation", "")
+    filters["conversation"] = conversation if CONVERSATION_ID.match(conversation) else ""
+    return filters
 
 
 @bp.get("/log")
