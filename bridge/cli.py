@@ -12,6 +12,7 @@ from werkzeug.security import generate_password_hash
 from . import instance_secret_key
 from . import mattermost as mm
 from .callbacks import CallbackSender
+from .inbound import InboundRouter
 from .db import get_sender, get_store
 from .integration import activation_problems, logged_client, new_api_key, verify_bot
 from .store import ENVIRONMENTS
@@ -189,13 +190,19 @@ def retry_command(env: str | None) -> None:
         f"Retried: {counts['sent']} sent, {counts['failed']} still failed, "
         f"{counts['skipped']} left for an inactive environment."
     )
+    replies = InboundRouter(get_store()).retry_queued(env)
+    if any(replies.values()):
+        click.echo(
+            f"Agent replies kept after a failed lookup: {replies['stored']} stored, "
+            f"{replies['ignored']} ignored, {replies['failed']} still failing."
+        )
     callbacks = CallbackSender(get_store()).retry_due(env)
     if callbacks["delivered"] or callbacks["failed"]:
         click.echo(
             f"Reply callbacks: {callbacks['delivered']} delivered, "
             f"{callbacks['failed']} failed (tried again later)."
         )
-    if counts["failed"]:
+    if counts["failed"] or replies["failed"]:
         raise SystemExit(1)
 
 

@@ -8,9 +8,11 @@ missing), so Mattermost never posts noise in the channel.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,10 @@ OPTIONAL_FIELDS = (
 NOTE_PREFIX = "note:"
 CLOSE_COMMAND = "!close"
 USER_CACHE_SECONDS = 3600
+# Mattermost waits for our answer, so an inline retry stays short.
+INLINE_WAIT_LIMIT = 1.0
+# Delay before the next try of a kept call after n failed ones.
+QUEUE_BACKOFF = (0, 30, 120, 600, 3600)
 MAX_FIELD = 70_000  # Mattermost posts are at most 16383 characters (65535 bytes)
 
 
@@ -125,10 +131,12 @@ class InboundRouter:
         *,
         session: requests.Session | None = None,
         callbacks: CallbackSender | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.store = store
         self.session = session
         self.callbacks = callbacks or CallbackSender(store)
+        self.sleep = sleep
 
     def handle(self, env: str, payload: WebhookPayload) -> Outcome:
         outcome = self._route(env, payload)
@@ -139,12 +147,14 @@ class InboundRouter:
             self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS)
         return outcome
 
-    def _log(self, env: str, payload: WebhookPayload, outcome: Outcome) -> None:
+    def _log(
+        self, env: str, payload: WebhookPayload, outcome: Outcome, action: str = "webhook"
+    ) -> None:
         message = outcome.message or {}
         self.store.log(
             env=env,
             direction="inbound",
-            action="webhook",
+            action=action,
             target=payload.channel_id,
             outcome=outcome.outcome,
             http_status=outcome.http_status,
@@ -170,11 +180,23 @@ class InboundRouter:
             return Outcome(200, "ignored", "not the mirror channel")
         if self.store.inbound_post_seen(env, payload.post_id):
             return Outcome(200, "ignored", "duplicate delivery: post already stored")
+        return self._route_post(env, settings, payload)
+
+    def _route_post(self, env: str, settings: dict, payload: WebhookPayload) -> Outcome:
+        """Look the post up to find its thread, then store the reply."""
         client = logged_client(self.store, settings, session=self.session)
         try:
-            post = client.post(payload.post_id)
+            post = self._lookup(client, payload.post_id)
+        except mm.NotFound:
+            return Outcome(200, "ignored", "the post is gone (deleted before it was looked up)")
         except mm.MattermostError as exc:
-            return Outcome(200, "error", f"cannot look the post up: {exc}")
+            # Mattermost never repeats a webhook call: keep it, or the reply is lost.
+            failures = self.store.inbound_attempts(env, payload.post_id)
+            delay = QUEUE_BACKOFF[min(failures, len(QUEUE_BACKOFF) - 1)]
+            self.store.queue_inbound(env, payload.post_id, _kept_fields(payload), str(exc), delay)
+            return Outcome(
+                200, "error", f"cannot look the post up: {exc} Kept; 'flask retry' tries again."
+            )
         props = post.get("props") or {}
         if not settings["accept_other_bots"] and _from_integration(props):
             return Outcome(200, "ignored", "post by another bot or integration")
@@ -186,6 +208,39 @@ class InboundRouter:
             return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
         text = post.get("message", payload.text)
         return self._store_reply(env, settings, client, conversation, payload, text)
+
+    def _lookup(self, client: mm.MattermostClient, post_id: str) -> dict[str, Any]:
+        """``GET /posts/{id}``, tried once more after a short wait when worth it."""
+        try:
+            return client.post(post_id)
+        except mm.MattermostError as exc:
+            wait = exc.retry_after if isinstance(exc, mm.RateLimited) else 0.5
+            if not exc.retryable or wait > INLINE_WAIT_LIMIT:
+                raise
+            self.sleep(wait)
+            return client.post(post_id)
+
+    def retry_queued(self, env: str | None = None) -> dict[str, int]:
+        """Route again the kept calls whose post lookup failed; counts by outcome."""
+        counts = {"stored": 0, "ignored": 0, "failed": 0}
+        for row in self.store.due_inbound(env):
+            settings = self.store.environment(row["env"])
+            if not settings["active"]:
+                continue
+            payload = WebhookPayload(token="", **row["payload"])
+            if self.store.inbound_post_seen(row["env"], payload.post_id):
+                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+            else:
+                outcome = self._route_post(row["env"], settings, payload)
+            if not outcome.logged:
+                self._log(row["env"], payload, outcome, action="webhook_retry")
+            if outcome.outcome != "error":
+                self.store.dequeue_inbound(row["env"], payload.post_id)
+            counts[{"ok": "stored", "ignored": "ignored"}.get(outcome.outcome, "failed")] += 1
+            message = outcome.message or {}
+            if message.get("delivery_status") == "pending":
+                self.callbacks.deliver(message["id"], attempts=1)
+        return counts
 
     def _store_reply(self, env, settings, client, conversation, payload, text) -> Outcome:
         author, is_bot = self._author(env, client, payload)
@@ -252,6 +307,13 @@ class InboundRouter:
         name = display_name(user) or payload.user_name or "Agent"
         self.store.cache_user(env, payload.user_id, name, bool(user.get("is_bot")))
         return name, bool(user.get("is_bot"))
+
+
+def _kept_fields(payload: WebhookPayload) -> dict[str, Any]:
+    """What is kept of a call for a later try: everything but the token."""
+    fields = dataclasses.asdict(payload)
+    fields.pop("token")
+    return fields
 
 
 def display_name(user: dict[str, Any]) -> str:

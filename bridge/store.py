@@ -157,6 +157,19 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX log_conversation ON log(conversation_id, id);
     """,
+    # 5: agent replies whose post lookup failed, kept for `flask retry`.
+    """
+    CREATE TABLE inbound_queue (
+        env TEXT NOT NULL,
+        post_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (env, post_id)
+    );
+    """,
 ]
 
 
@@ -529,6 +542,41 @@ class Store:
             " fetched_at = excluded.fetched_at",
             [env, user_id, display_name, int(is_bot), time.time()],
         )
+
+    def queue_inbound(self, env: str, post_id: str, payload: dict, error: str, delay: float) -> None:
+        """Keep a webhook call whose post could not be looked up, to try again."""
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO inbound_queue (env, post_id, payload, error, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(env, post_id) DO UPDATE SET"
+            " error = excluded.error, attempts = attempts + 1, next_at = excluded.next_at",
+            [env, post_id, json.dumps(payload), error, now, now + delay],
+        )
+
+    def due_inbound(self, env: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM inbound_queue WHERE next_at <= ?"
+        params: list[Any] = [time.time()]
+        if env:
+            sql += " AND env = ?"
+            params.append(env)
+        rows = list(self.db.query(sql + " ORDER BY created_at", params))
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
+    def inbound_attempts(self, env: str, post_id: str) -> int:
+        """How often a kept call has failed so far (0 when it is not kept)."""
+        row = self._one(
+            "SELECT attempts FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id]
+        )
+        return row["attempts"] if row else 0
+
+    def dequeue_inbound(self, env: str, post_id: str) -> None:
+        self.db.execute("DELETE FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id])
+
+    def count_queued_inbound(self, env: str) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM inbound_queue WHERE env = ?", [env])
+        return row["n"]
 
     # -- reply callbacks to the host ---------------------------------------------
 

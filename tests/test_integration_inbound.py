@@ -341,3 +341,30 @@ def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live
     finally:
         live.cli("configure", "test", "--callback-url", "")
         receiver.close()
+
+
+def test_reply_whose_lookup_fails_is_kept_and_routed_by_retry(live, mm, key):
+    conversation_id = start_chat_from_api(live, key, "lookup trouble")
+    root = conversation(live, key, conversation_id)["root_post_id"]
+    mm.fail_next(2, 503)  # the lookup and its inline retry both fail
+    mm.user_post(mm.agent, mm.channels["support"]["id"], "Parking is free.", root_id=root)
+    mm.wait_for_webhooks()
+    assert mm.webhook_deliveries[-1]["status"] == 200
+    assert len(messages(live, key, conversation_id)) == 1
+    dashboard = live.login().get(f"{live.url}/", timeout=10).text
+    assert "1 agent reply not routed yet" in dashboard
+    result = live.cli("retry", "test", check=False)
+    assert "1 stored" in result.stdout, result.stdout
+    assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Parking is free."
+    assert "Agent replies kept" not in live.cli("retry", "test", check=False).stdout  # done
+    dashboard = live.login().get(f"{live.url}/", timeout=10).text
+    assert "not routed yet" not in dashboard
+
+
+def test_rate_limited_lookup_is_retried_inline(live, mm, key):
+    conversation_id = start_chat_from_api(live, key, "rate limited lookup")
+    root = conversation(live, key, conversation_id)["root_post_id"]
+    mm.fail_next(1, 429)
+    mm.user_post(mm.agent, mm.channels["support"]["id"], "After the limit.", root_id=root)
+    mm.wait_for_webhooks()
+    assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "After the limit."

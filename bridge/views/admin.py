@@ -49,6 +49,7 @@ def dashboard():
                 "settings": settings,
                 "checklist": readiness.checklist(store, settings["name"]),
                 "failed": store.count_failed(settings["name"]),
+                "queued_replies": store.count_queued_inbound(settings["name"]),
                 "last_send": store.last_log(
                     settings["name"], "outbound", action=("post", "test_message")
                 ),
