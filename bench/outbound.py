@@ -95,7 +95,8 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
             counter["n"] += 1
             body = {"text": TEXT.format(i=i)}
             if side == "bridge":
-                url = f"{bridge.url}/api/v1/conversations/{conversation_ids[i % CONVERSATIONS]}/messages"
+                conversation_id = conversation_ids[i % CONVERSATIONS]
+                url = f"{bridge.url}/api/v1/conversations/{conversation_id}/messages"
                 headers = bridge_headers
             else:
                 url = f"{baseline.url}/conversations/{roots[i % CONVERSATIONS]}/messages"

@@ -12,9 +12,16 @@ from werkzeug.security import generate_password_hash
 from . import instance_secret_key
 from . import mattermost as mm
 from .callbacks import CallbackSender
-from .inbound import InboundRouter
 from .db import get_sender, get_store
-from .integration import activation_problems, logged_client, new_api_key, verify_bot
+from .inbound import InboundRouter
+from .integration import (
+    NOTIFICATION_TYPE_RULE,
+    activation_problems,
+    logged_client,
+    new_api_key,
+    valid_notification_type,
+    verify_bot,
+)
 from .store import ENVIRONMENTS
 
 ENV_CHOICE = click.Choice(ENVIRONMENTS)
@@ -117,6 +124,10 @@ def _parse_notify(pairs: tuple[str, ...]) -> dict[str, str]:
         kind, sep, channel = pair.partition("=")
         if not sep or not kind.strip():
             raise click.BadParameter(f"{pair!r} is not TYPE=CHANNEL_ID", param_hint="--notify")
+        if not valid_notification_type(kind.strip()):
+            raise click.BadParameter(
+                f"type {kind.strip()!r}: {NOTIFICATION_TYPE_RULE}", param_hint="--notify"
+            )
         if channel.strip():
             mapping[kind.strip()] = channel.strip()
     return mapping
@@ -135,6 +146,13 @@ def _verified_identity(store, settings: dict, fields: dict) -> dict:
         raise click.ClickException(f"token check failed, nothing saved: {exc}") from None
     kind = "bot account" if identity.is_bot else "NOT a bot account (use a bot)"
     click.echo(f"Verified @{identity.username}, {kind}, Mattermost {identity.server_version}.")
+    other = store.environment("test" if settings["name"] == "production" else "production")
+    if other["bot_user_id"] and other["bot_user_id"] == identity.user_id:
+        click.echo(
+            f"Warning: @{identity.username} is also the {other['name']} bot; production "
+            "needs its own bot account (the checklist will say so).",
+            err=True,
+        )
     return identity.as_fields()
 
 

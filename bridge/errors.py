@@ -57,6 +57,10 @@ def handle_http_exception(error: HTTPException):
         message = "request body is larger than 1 MiB"
     if wants_json():
         return json_error(status, CODES.get(status, "error"), message)
+    if request.blueprint == "chat":
+        # Visitors see the chat's own page, never the admin header.
+        env = (request.view_args or {}).get("env", "test")
+        return render_template("chat/error.html", message=message, env=env), status
     template = "errors/_error.html" if htmx else "errors/error.html"
     response = render_template(template, status=status, title=error.name, message=message)
     return response, status

@@ -7,6 +7,7 @@ in the integration log.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from . import mattermost as mm
 from .store import Store, hash_api_key
 
 CHANNEL_TYPES = {"O": "public", "P": "private"}
+NOTIFICATION_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+NOTIFICATION_TYPE_RULE = "use letters, digits and . _ : - (like booking.created)"
+
+
+def valid_notification_type(kind: str) -> bool:
+    """The same rule for the web screen and the CLI."""
+    return bool(NOTIFICATION_TYPE.match(kind))
 
 
 def logged_client(

@@ -543,7 +543,9 @@ class Store:
             [env, user_id, display_name, int(is_bot), time.time()],
         )
 
-    def queue_inbound(self, env: str, post_id: str, payload: dict, error: str, delay: float) -> None:
+    def queue_inbound(
+        self, env: str, post_id: str, payload: dict, error: str, delay: float
+    ) -> None:
         """Keep a webhook call whose post could not be looked up, to try again."""
         now = time.time()
         self.db.execute(

@@ -323,3 +323,10 @@ def test_prune_log_deletes_rows_older_than_days(runner, store):
 def test_prune_log_requires_a_non_negative_days(runner):
     assert invoke(runner, "prune-log").exit_code == 2
     assert invoke(runner, "prune-log", "--days", "-1").exit_code == 2
+
+
+def test_notify_type_with_a_space_is_refused_like_on_the_web_screen(runner, store, mattermost):
+    result = configure(runner, "--notify", "booking created=ch1")
+    assert result.exit_code != 0
+    assert "letters, digits" in result.output
+    assert store.environment("test")["notify_map"] == {}

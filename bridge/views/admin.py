@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
@@ -14,12 +15,14 @@ from .. import htmx
 from .. import mattermost as mm
 from ..db import get_sender, get_store
 from ..integration import (
+    NOTIFICATION_TYPE_RULE,
     activation_problems,
     channel_groups,
     channel_label,
     logged_client,
     mask_secret,
     new_api_key,
+    valid_notification_type,
     verify_bot,
 )
 from ..store import NotFound
@@ -27,7 +30,8 @@ from .auth import login_required
 
 bp = Blueprint("admin", __name__)
 ENV = "<any(test, production):env>"
-NOTIFY_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Mattermost's tokens are 26 lowercase letters and digits; be a little lenient.
+WEBHOOK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{26}$")
 
 
 @bp.before_request
@@ -69,6 +73,15 @@ def _server_url(form, field):
         raise ValidationError(str(exc)) from None
 
 
+def _webhook_token(form, field):
+    value = (field.data or "").strip()
+    if value and not WEBHOOK_TOKEN.match(value):
+        raise ValidationError(
+            "Mattermost's webhook tokens are 26 letters and digits: copy it again from "
+            "Integrations → Outgoing Webhooks."
+        )
+
+
 class AuthForm(FlaskForm):
     server_url = StringField(
         "Server URL",
@@ -78,13 +91,12 @@ class AuthForm(FlaskForm):
     bot_token = PasswordField(
         "Bot token",
         validators=[Length(max=200)],
-        description="The bot account's access token. Leave empty to keep the saved one.",
+        description="The bot account's access token.",
     )
     webhook_token = PasswordField(
         "Outgoing webhook token",
-        validators=[Length(max=200)],
-        description="Shown by Mattermost when you create the outgoing webhook. "
-        "Leave empty to keep the saved one.",
+        validators=[_webhook_token],
+        description="Shown by Mattermost when you create the outgoing webhook.",
     )
 
 
@@ -95,20 +107,10 @@ def env_auth(env: str):
     form = AuthForm(data={"server_url": settings["server_url"]})
     verification = None
     if form.validate_on_submit():
-        fields = {"server_url": form.server_url.data}
-        for name in ("bot_token", "webhook_token"):
-            value = (form[name].data or "").strip()
-            if value:  # empty keeps the saved secret
-                fields[name] = value
-        identity_changed = fields["server_url"] != settings["server_url"] or "bot_token" in fields
-        if identity_changed:
-            # A new server or token is a new bot until it is verified.
-            fields.update(bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None)
-        settings = store.update_environment(env, **fields)
-        verification = _verify(settings)
+        verification = _save_auth(settings, form)
         settings = store.environment(env)
         if not htmx:
-            flash("Saved. " + verification["summary"], "ok" if verification["ok"] else "error")
+            flash(verification["summary"], "ok" if verification["ok"] else "error")
             return redirect(url_for("admin.env_auth", env=env))
     template = "admin/_auth_form.html" if htmx else "admin/auth.html"
     return render_template(
@@ -118,35 +120,96 @@ def env_auth(env: str):
         settings=settings,
         masked=_masked(settings),
         verification=verification,
-        saved=verification is not None,
         inbound_url=inbound_url(env),
+        inbound_unreachable=_loopback(inbound_url(env)),
     )
+
+
+def _save_auth(settings: dict, form: AuthForm) -> dict:
+    """Save the screen; a new server URL or token is verified first, and kept only if it works."""
+    env = settings["name"]
+    server_url = form.server_url.data
+    new_token = (form.bot_token.data or "").strip()
+    webhook_token = (form.webhook_token.data or "").strip()
+    token = new_token or settings["bot_token"]
+    fields = {"webhook_token": webhook_token} if webhook_token else {}
+    if server_url == settings["server_url"] and not new_token:
+        if fields:
+            get_store().update_environment(env, **fields)
+        result = _verify(settings, server_url, token) if token else _no_token()
+        result["summary"] = "Saved. " + result["summary"] + "."
+        return result
+    if not token:
+        get_store().update_environment(env, server_url=server_url, **fields)
+        result = _no_token()
+        result["summary"] = "Saved the server URL. " + result["summary"]
+        return result
+    result = _verify(settings, server_url, token, remember=False)
+    if not result["ok"]:
+        result["summary"] = "Nothing saved: " + result["summary"]
+        return result
+    fields.update(server_url=server_url, bot_token=token, **result["identity"].as_fields())
+    get_store().update_environment(env, **fields)
+    result["summary"] = "Saved and verified."
+    return result
+
+
+def _no_token() -> dict:
+    return {"ok": False, "summary": "Enter the bot token to verify the bot."}
 
 
 @bp.post(f"/env/{ENV}/auth/verify")
 def env_verify(env: str):
+    """Check what is on the screen (typed values, else the saved ones); saves nothing."""
     settings = get_store().environment(env)
-    if not settings["server_url"] or not settings["bot_token"]:
-        verification = {"ok": False, "summary": "Save a server URL and a bot token first."}
+    typed_url = request.form.get("server_url", "").strip()
+    typed_token = request.form.get("bot_token", "").strip()
+    try:
+        server_url = mm.normalize_server_url(typed_url) if typed_url else settings["server_url"]
+    except ValueError as exc:
+        verification = {"ok": False, "summary": str(exc)}
+        return render_template("admin/_verify_result.html", verification=verification, env=env)
+    token = typed_token or settings["bot_token"]
+    if not server_url:
+        verification = {"ok": False, "summary": "Enter the server URL first."}
+    elif not token:
+        verification = _no_token()
     else:
-        verification = _verify(settings)
-    return render_template("admin/_verify_result.html", verification=verification)
+        unsaved = server_url != settings["server_url"] or token != settings["bot_token"]
+        verification = _verify(settings, server_url, token, remember=not unsaved)
+        if unsaved and verification["ok"]:
+            verification["summary"] = "These values work but are not saved yet: press Save."
+            verification["unsaved"] = True
+    return render_template("admin/_verify_result.html", verification=verification, env=env)
 
 
-def _verify(settings: dict) -> dict:
-    """Check the saved token; remember who the bot is when it works."""
+def _verify(settings: dict, server_url: str, token: str, *, remember: bool = True) -> dict:
+    """Ask Mattermost who ``token`` is; with ``remember``, update the saved bot identity."""
     store = get_store()
-    client = logged_client(store, settings, session=current_app.config.get("MATTERMOST_SESSION"))
+    client = logged_client(
+        store,
+        settings,
+        session=current_app.config.get("MATTERMOST_SESSION"),
+        server_url=server_url,
+        token=token,
+    )
     try:
         identity = verify_bot(client)
     except mm.MattermostError as exc:
-        store.update_environment(
-            settings["name"], bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None
-        )
+        if remember:
+            store.update_environment(
+                settings["name"], bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None
+            )
         return {"ok": False, "summary": str(exc), "error_class": type(exc).__name__}
-    store.update_environment(settings["name"], **identity.as_fields())
-    summary = f"Verified @{identity.username}"
-    return {"ok": True, "summary": summary, "identity": identity}
+    if remember:
+        store.update_environment(settings["name"], **identity.as_fields())
+    return {"ok": True, "summary": f"Verified @{identity.username}", "identity": identity}
+
+
+def _loopback(url: str) -> bool:
+    """An inbound URL a Mattermost on another machine could never call."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _masked(settings: dict) -> dict:
@@ -266,11 +329,8 @@ def _config_errors(settings, known, mirror_id, rows, callback_url) -> list[str]:
         errors.append("An active environment needs a mirror channel: deactivate it first.")
     seen = set()
     for kind, channel in rows:
-        if not NOTIFY_TYPE.match(kind):
-            errors.append(
-                f"Notification type {kind or '(empty)'!r}: use letters, digits and . _ : - "
-                "(like booking.created)."
-            )
+        if not valid_notification_type(kind):
+            errors.append(f"Notification type {kind or '(empty)'!r}: {NOTIFICATION_TYPE_RULE}.")
         elif kind in seen:
             errors.append(f"Notification type {kind!r} appears twice.")
         seen.add(kind)

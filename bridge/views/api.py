@@ -37,7 +37,12 @@ def authenticate():
     # Keys are looked up by their SHA-256: no timing hint about the key itself.
     settings = get_store().environment_for_api_key(key.strip())
     if settings is None:
-        raise ApiError(401, "unauthorized", "unknown API key: create one with 'flask api-key ENV'")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "unknown API key: create one on the configuration screen "
+            "or with 'flask --app app api-key ENV'",
+        )
     g.env = settings["name"]
     g.settings = settings
 

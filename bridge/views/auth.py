@@ -27,7 +27,11 @@ bp = Blueprint("auth", __name__)
 
 
 class SetupForm(FlaskForm):
-    password = PasswordField("Admin password", validators=[DataRequired(), Length(min=8)])
+    password = PasswordField(
+        "Admin password",
+        validators=[DataRequired(), Length(min=8)],
+        description="At least 8 characters.",
+    )
     confirm = PasswordField(
         "Repeat the password", validators=[EqualTo("password", message="The passwords differ.")]
     )
@@ -62,7 +66,8 @@ def login_required(view):
         if session.get("admin"):
             return view(*args, **kwargs)
         target = "auth.setup" if not password_is_set() else "auth.login"
-        location = url_for(target, next=request.full_path if request.method == "GET" else None)
+        came_from = request.full_path.rstrip("?") if request.method == "GET" else None
+        location = url_for(target, next=came_from)
         if htmx:
             # A fragment request cannot show a login page: reload into it.
             return "", 200, {"HX-Redirect": location}
@@ -78,7 +83,7 @@ def admin_name() -> str:
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
     if password_is_set():
-        return redirect(url_for("auth.login"))
+        return redirect(url_for("admin.dashboard" if session.get("admin") else "auth.login"))
     form = SetupForm()
     if form.validate_on_submit():
         get_store().set_meta("admin_password_hash", generate_password_hash(form.password.data))
@@ -91,6 +96,8 @@ def setup():
 def login():
     if not password_is_set():
         return redirect(url_for("auth.setup"))
+    if session.get("admin") and request.method == "GET":
+        return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
         if password_matches(form.password.data):

@@ -32,7 +32,7 @@ def _conversation_or_404(env: str, conversation_id: str) -> dict:
     try:
         return get_store().conversation(conversation_id, env=env)
     except NotFound:
-        abort(404, "This chat does not exist (any more). Start a new one.")
+        abort(404, "This chat does not exist (any more).")
 
 
 def _limited(kind: str, limit: int) -> bool:
@@ -114,6 +114,8 @@ def send(env: str, conversation_id: str):
         try:
             get_sender().add_visitor_message(env, conversation["id"], text)
         except ConversationClosed:
+            if htmx:  # the closed notice takes the composer's place
+                return render_template("chat/_closed.html", env=env)
             errors = ["This conversation has been closed."]
     if htmx:
         # The composer resets; the poller brings the new message into the list.

@@ -44,17 +44,18 @@ def recheck(env: str):
     """Ask Mattermost again (token and channel membership)."""
     store = get_store()
     settings = store.environment(env)
-    if settings["server_url"] and settings["bot_token"]:
-        client = logged_client(
-            store, settings, session=current_app.config.get("MATTERMOST_SESSION")
+    if not settings["server_url"] or not settings["bot_token"]:
+        return _environment_fragment(
+            env, "Nothing to check yet: save the server URL and bot token first."
         )
-        readiness.recheck(store, env, client)
-    return _environment_fragment(env)
+    client = logged_client(store, settings, session=current_app.config.get("MATTERMOST_SESSION"))
+    readiness.recheck(store, env, client)
+    return _environment_fragment(env, "Checked with Mattermost just now.")
 
 
-def _environment_fragment(env: str):
+def _environment_fragment(env: str, note: str = ""):
     state = readiness.checklist(get_store(), env)
-    return render_template("checklist/_environment.html", checklist=state)
+    return render_template("checklist/_environment.html", checklist=state, note=note)
 
 
 @bp.get("/checklist.md")

@@ -1,0 +1,193 @@
+"""The admin screens through the Flask test client, Mattermost mocked with requests-mock."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge import create_app
+from bridge.store import Store, close_shared_connection
+
+SERVER = "https://chat.example.com"
+GOOD = "goodtokengoodtokengoodtok1"
+OTHER = "othertokenothertokenother1"
+BOT = {"id": "b" * 26, "username": "bridge-bot", "is_bot": True}
+HOOK_TOKEN = "a" * 26
+
+
+@pytest.fixture
+def mm(requests_mock):
+    def me(request, context):
+        token = request.headers["Authorization"].split()[-1]
+        if token not in (GOOD, OTHER):
+            context.status_code = 401
+            return {
+                "id": "api.context.session_expired.app_error",
+                "message": "Invalid or expired session, please login again.",
+                "status_code": 401,
+            }
+        return {**BOT, "username": "bridge-bot" if token == GOOD else "other-bot"}
+
+    requests_mock.get(
+        f"{SERVER}/api/v4/users/me",
+        json=me,
+        headers={"X-Version-Id": "9.11.0.9.11.0.x.false", "Content-Type": "application/json"},
+    )
+    return requests_mock
+
+
+def save_auth(admin, **form):
+    data = {"server_url": SERVER, "bot_token": "", "webhook_token": "", **form}
+    return admin.post("/env/test/auth", data=data, headers={"HX-Request": "true"})
+
+
+def test_save_and_verify_keeps_a_working_token(admin, store, mm):
+    response = save_auth(admin, bot_token=GOOD, webhook_token=HOOK_TOKEN)
+    assert "Saved and verified." in response.get_data(as_text=True)
+    settings = store.environment("test")
+    assert (settings["bot_token"], settings["bot_username"]) == (GOOD, "bridge-bot")
+    assert settings["webhook_token"] == HOOK_TOKEN
+    assert GOOD not in response.get_data(as_text=True)
+
+
+def test_a_token_that_fails_verification_saves_nothing(admin, store, mm):
+    save_auth(admin, bot_token=GOOD)
+    page = save_auth(admin, bot_token="wrongtokenwrongtokenwrong1").get_data(as_text=True)
+    assert "Nothing saved" in page and "401" in page
+    settings = store.environment("test")
+    assert settings["bot_token"] == GOOD and settings["bot_user_id"] == BOT["id"]
+
+
+def test_a_mistyped_server_url_saves_nothing(admin, store, mm):
+    save_auth(admin, bot_token=GOOD)
+    mm.get("https://chat.exmple.com/api/v4/users/me", exc=__import__("requests").ConnectionError)
+    page = save_auth(admin, server_url="https://chat.exmple.com").get_data(as_text=True)
+    assert "Nothing saved" in page and "cannot reach" in page
+    assert store.environment("test")["server_url"] == SERVER
+
+
+def test_url_without_token_is_saved_and_asks_for_the_token(admin, store, mm):
+    page = save_auth(admin).get_data(as_text=True)
+    assert "Enter the bot token" in page and "401" not in page
+    assert store.environment("test")["server_url"] == SERVER
+    assert mm.call_count == 0
+
+
+def test_verify_checks_what_is_typed_and_saves_nothing(admin, store, mm):
+    save_auth(admin, bot_token=GOOD)
+    typed = admin.post(
+        "/env/test/auth/verify",
+        data={"server_url": SERVER, "bot_token": "wrongtokenwrongtokenwrong1"},
+    )
+    assert "Not verified" in typed.get_data(as_text=True)
+    other = admin.post("/env/test/auth/verify", data={"server_url": SERVER, "bot_token": OTHER})
+    page = other.get_data(as_text=True)
+    assert "@other-bot" in page and "not saved yet" in page
+    settings = store.environment("test")
+    assert (settings["bot_token"], settings["bot_username"]) == (GOOD, "bridge-bot")
+    saved = admin.post("/env/test/auth/verify", data={"server_url": "", "bot_token": ""})
+    assert "@bridge-bot" in saved.get_data(as_text=True)
+
+
+def test_a_webhook_token_that_is_not_mattermost_shaped_is_refused(admin, store, mm):
+    page = save_auth(admin, bot_token=GOOD, webhook_token="abc").get_data(as_text=True)
+    assert "26 letters and digits" in page
+    assert store.environment("test")["webhook_token"] == ""
+
+
+def test_loopback_inbound_url_warns_that_mattermost_cannot_reach_it(admin):
+    page = admin.get("/env/test/auth").get_data(as_text=True)
+    assert "http://localhost/hooks/mattermost/test" in page
+    assert "loopback address" in page
+
+
+def test_public_url_sets_the_inbound_url(tmp_path, runner):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATABASE": str(tmp_path / "b.db"),
+            "WTF_CSRF_ENABLED": False,
+            "PUBLIC_URL": "https://bridge.example.com",
+            "ADMIN_PASSWORD": "password123",
+        }
+    )
+    Store(app.config["DATABASE"]).migrate()
+    client = app.test_client()
+    client.post("/login", data={"name": "Ada", "password": "password123"})
+    page = client.get("/env/production/auth").get_data(as_text=True)
+    assert "https://bridge.example.com/hooks/mattermost/production" in page
+    assert "loopback address" not in page
+    close_shared_connection(app.config["DATABASE"])
+
+
+def test_every_admin_page_needs_login_and_login_redirects_back(client, runner):
+    runner.invoke(args=["set-password", "--password", "password123"])
+    for path in (
+        "/",
+        "/env/test/auth",
+        "/env/production/config",
+        "/checklist",
+        "/log",
+        "/conversations",
+        "/checklist.md",
+    ):
+        response = client.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"]
+        assert not response.headers["Location"].endswith("?")
+    login = client.post("/login?next=/checklist", data={"name": "Ada", "password": "password123"})
+    assert login.headers["Location"] == "/checklist"
+    assert client.get("/login").headers["Location"] == "/"  # already logged in
+
+
+def test_login_next_never_leaves_the_site(client, runner):
+    runner.invoke(args=["set-password", "--password", "password123"])
+    for target in ("//evil.example", "/\\evil.example", "https://evil.example"):
+        response = client.post(
+            f"/login?next={target}", data={"name": "Ada", "password": "password123"}
+        )
+        assert response.headers["Location"] == "/"
+        client.post("/logout")
+
+
+def test_csrf_is_required_on_admin_forms(tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATABASE": str(tmp_path / "b.db"),
+            "ADMIN_PASSWORD": "password123",
+        }
+    )
+    Store(app.config["DATABASE"]).migrate()
+    client = app.test_client()
+    assert client.post("/login", data={"name": "A", "password": "password123"}).status_code == 400
+    close_shared_connection(app.config["DATABASE"])
+
+
+def test_admin_pages_cannot_be_framed_but_the_chat_can(admin):
+    assert admin.get("/").headers["X-Frame-Options"] == "DENY"
+    assert "X-Frame-Options" not in admin.get("/chat/test").headers
+
+
+def test_config_save_rejects_a_bad_notification_type_and_keeps_the_rows(admin, store, mm):
+    save_auth(admin, bot_token=GOOD)
+    mm.get(
+        f"{SERVER}/api/v4/users/me/teams",
+        json=[{"id": "t" * 26, "name": "acme", "display_name": "Acme"}],
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
+    mm.get(
+        f"{SERVER}/api/v4/users/{BOT['id']}/teams/{'t' * 26}/channels",
+        json=[{"id": "c" * 26, "name": "support", "display_name": "Support", "type": "O"}],
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
+    page = admin.post(
+        "/env/test/config",
+        data={
+            "mirror_channel_id": "c" * 26,
+            "notify_type": ["booking created"],
+            "notify_channel": ["c" * 26],
+        },
+    ).get_data(as_text=True)
+    assert "booking created" in page and "letters, digits" in page
+    assert store.environment("test")["mirror_channel_id"] == ""
