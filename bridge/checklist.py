@@ -400,6 +400,8 @@ def recheck(store: Store, env: str, client: mm.MattermostClient) -> None:
         except mm.MattermostError as exc:
             errors.append(f"{channel_id}: {exc}")
     if missing or errors:
+        names = settings["channel_names"]
+        missing = [f"{names[c]} ({c})" if c in names else c for c in missing]
         detail = "; ".join(
             (
                 [f"not a member of {', '.join(missing)} — add @{settings['bot_username']}"]

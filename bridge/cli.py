@@ -85,10 +85,11 @@ def configure_command(env: str, **options) -> None:
     if set(given) != {"activate"}:  # only switching off/on needs no server
         fields.update(_verified_identity(store, settings, fields))
     settings = {**settings, **fields}
-    if "mirror_channel_id" in fields:
-        fields["mirror_channel_name"] = _warn_about_channels(store, settings)
-    elif "notify_map" in fields:
-        _warn_about_channels(store, settings)
+    if "mirror_channel_id" in fields or "notify_map" in fields:
+        names = _warn_about_channels(store, settings)
+        fields["channel_names"] = {**settings["channel_names"], **names}
+        if "mirror_channel_id" in fields:
+            fields["mirror_channel_name"] = names.get(fields["mirror_channel_id"], "")
     if given.get("activate"):
         problems = activation_problems(settings)
         if problems:
@@ -156,10 +157,10 @@ def _verified_identity(store, settings: dict, fields: dict) -> dict:
     return identity.as_fields()
 
 
-def _warn_about_channels(store, settings: dict) -> str:
-    """Warn (not refuse) about channels the bot cannot post to; the mirror's name."""
+def _warn_about_channels(store, settings: dict) -> dict[str, str]:
+    """Warn (not refuse) about channels the bot cannot post to; the names found."""
     client = logged_client(store, settings)
-    mirror_name = ""  # never carry the previous channel's name over to a new id
+    names: dict[str, str] = {}  # never carry a previous channel's name over to a new id
     channels = {settings["mirror_channel_id"]} | set(settings["notify_map"].values())
     for channel_id in sorted(c for c in channels if c):
         try:
@@ -169,8 +170,8 @@ def _warn_about_channels(store, settings: dict) -> str:
             click.echo(f"Warning: channel {channel_id}: {exc}", err=True)
             continue
         name = channel.get("display_name") or channel.get("name") or channel_id
+        names[channel_id] = name
         if channel_id == settings["mirror_channel_id"]:
-            mirror_name = name
             if channel.get("type") != "O":
                 click.echo(
                     f"Warning: {name} is not a public channel; outgoing webhooks (agent "
@@ -183,7 +184,7 @@ def _warn_about_channels(store, settings: dict) -> str:
                 "posts there will fail with 403 until it is added.",
                 err=True,
             )
-    return mirror_name
+    return names
 
 
 @click.command("api-key")

@@ -38,6 +38,7 @@ class TestMessageResult:
     ok: bool
     permalink: str = ""
     error: str = ""
+    channel: str = ""
 
 
 class Sender:
@@ -136,7 +137,11 @@ class Sender:
             post = client.create_post(channel_id, text, action="test_message")
         except mm.MattermostError as exc:
             return TestMessageResult(False, error=explain(exc, settings, channel_id))
-        return TestMessageResult(True, permalink=f"{client.base_url}/_redirect/pl/{post['id']}")
+        return TestMessageResult(
+            True,
+            permalink=f"{client.base_url}/_redirect/pl/{post['id']}",
+            channel=channel_label(settings, channel_id),
+        )
 
     # -- the send itself ------------------------------------------------------
 
@@ -302,10 +307,13 @@ def explain(exc: mm.MattermostError, settings: dict, channel_id: str) -> str:
 
 
 def channel_label(settings: dict, channel_id: str) -> str:
-    if channel_id and channel_id == settings.get("mirror_channel_id"):
-        name = settings.get("mirror_channel_name") or channel_id
-        return f"channel {name}"
-    return f"channel {channel_id}" if channel_id else "the channel"
+    """``channel Acme / Support`` when the name is known, else the id."""
+    if not channel_id:
+        return "the channel"
+    name = settings.get("channel_names", {}).get(channel_id)
+    if not name and channel_id == settings.get("mirror_channel_id"):
+        name = settings.get("mirror_channel_name")
+    return f"channel {name} ({channel_id})" if name else f"channel {channel_id}"
 
 
 __all__ = ["ConversationClosed", "NotFound", "Sender", "TestMessageResult", "explain"]

@@ -170,6 +170,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (env, post_id)
     );
     """,
+    # 6: names of the channels in use, so errors name them rather than show ids.
+    """
+    ALTER TABLE environments ADD COLUMN channel_names TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 
@@ -333,8 +337,9 @@ class Store:
     def update_environment(self, name: str, **fields: Any) -> dict[str, Any]:
         """Change some settings of an environment; the others keep their values."""
         self.environment(name)
-        if "notify_map" in fields:
-            fields["notify_map"] = json.dumps(fields["notify_map"], sort_keys=True)
+        for column in ("notify_map", "channel_names"):
+            if column in fields:
+                fields[column] = json.dumps(fields[column], sort_keys=True)
         fields["updated_at"] = time.time()
         self.db.table("environments").update(name, fields)
         return self.environment(name)
@@ -875,6 +880,7 @@ def _decode_message(row: dict[str, Any]) -> dict[str, Any]:
 
 def _decode_environment(row: dict[str, Any]) -> dict[str, Any]:
     row["notify_map"] = json.loads(row["notify_map"])
+    row["channel_names"] = json.loads(row.get("channel_names") or "{}")
     row["active"] = bool(row["active"])
     row["accept_other_bots"] = bool(row.get("accept_other_bots"))
     row["bot_is_bot"] = bool(row["bot_is_bot"])

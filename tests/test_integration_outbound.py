@@ -108,6 +108,7 @@ def test_bot_not_in_channel_gives_403_cause_and_keeps_the_message(live, mm, key)
     assert response.status_code == 201
     assert body["status"] == "failed"
     assert "not a member" in body["error"] and "@bridge-bot" in body["error"]
+    assert "Not Joined" in body["error"]  # named, not just an id
     live.cli("configure", "test", "--notify", f"booking.created={mm.channels['sales']['id']}")
 
 

@@ -247,14 +247,13 @@ def env_config(env: str):
         callback_secret = request.form.get("callback_secret", "").strip()
         errors = _config_errors(settings, known, mirror_id, rows, callback_url)
         if not errors:
+            notify_map = {kind: channel for kind, channel in rows if channel}
+            names = _channel_names(settings, known, [mirror_id, *notify_map.values()])
             fields = {
                 "mirror_channel_id": mirror_id,
-                "mirror_channel_name": channel_label(known[mirror_id])
-                if mirror_id in known
-                else settings["mirror_channel_name"]
-                if mirror_id == settings["mirror_channel_id"]
-                else "",
-                "notify_map": {kind: channel for kind, channel in rows if channel},
+                "mirror_channel_name": names.get(mirror_id, ""),
+                "notify_map": notify_map,
+                "channel_names": names,
                 "callback_url": callback_url,
             }
             if callback_secret:
@@ -298,14 +297,26 @@ def _channel_groups(settings: dict):
         return [], f"Could not list the bot's channels: {exc}"
 
 
+def _channel_names(settings: dict, known: dict, channel_ids: list[str]) -> dict[str, str]:
+    """``Team / Channel`` for each channel in use: from the list, else as saved before."""
+    names = {}
+    for channel_id in channel_ids:
+        if channel_id in known:
+            names[channel_id] = channel_label(known[channel_id])
+        elif channel_id in settings["channel_names"]:
+            names[channel_id] = settings["channel_names"][channel_id]
+        elif channel_id and channel_id == settings["mirror_channel_id"]:
+            names[channel_id] = settings["mirror_channel_name"]
+    return names
+
+
 def _left_channels(settings: dict, known: dict) -> list[tuple[str, str]]:
     """Saved channels the bot is no longer a member of: (id, how to name it)."""
-    saved = {settings["mirror_channel_id"]: settings["mirror_channel_name"]}
-    for kind, channel_id in settings["notify_map"].items():
-        saved.setdefault(channel_id, f"{channel_id} (for {kind})")
+    saved = [settings["mirror_channel_id"], *settings["notify_map"].values()]
+    names = settings["channel_names"]
     return [
-        (channel_id, name or channel_id)
-        for channel_id, name in saved.items()
+        (channel_id, names.get(channel_id) or channel_id)
+        for channel_id in dict.fromkeys(saved)
         if channel_id and channel_id not in known
     ]
 
