@@ -290,7 +290,8 @@ def _transport_error(base_url: str, exc: requests.RequestException) -> Mattermos
     if isinstance(exc, requests.exceptions.SSLError):
         return TLSFailure(
             f"TLS error talking to {host}: the certificate is not trusted or does not match "
-            "the host name. Use the server's public https:// address."
+            "the host name. Use the server's public https:// address, or write http:// in "
+            "front if the server does not use TLS."
         )
     if isinstance(exc, requests.exceptions.Timeout):
         return Unreachable(f"{host} did not answer in time (timeout).")

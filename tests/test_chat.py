@@ -1,0 +1,70 @@
+"""The public chat page through the Flask test client (Mattermost mocked)."""
+
+from __future__ import annotations
+
+import pytest
+
+SERVER = "https://chat.example.com"
+
+
+@pytest.fixture
+def chat(client, store, requests_mock):
+    store.update_environment(
+        "test", server_url=SERVER, bot_token="t" * 26, bot_user_id="b" * 26,
+        bot_username="bridge-bot", bot_is_bot=1, mirror_channel_id="c" * 26, active=1,
+    )
+    counter = iter(range(10**6))
+    requests_mock.post(f"{SERVER}/api/v4/posts", status_code=201,
+                       json=lambda request, context: {"id": f"{next(counter):026d}",
+                                                      "channel_id": "c" * 26},
+                       headers={"Content-Type": "application/json"})
+    return client
+
+
+def start(client, **form):
+    return client.post("/chat/test/start", data={"name": "Vera", "email": "", "text": "Hi",
+                                                 **form})
+
+
+def test_starting_chats_is_rate_limited_per_client_address(chat):
+    for _ in range(10):
+        assert start(chat).status_code == 302
+    refused = start(chat)
+    assert refused.status_code == 429
+    assert "Too many new chats" in refused.get_data(as_text=True)
+    other = chat.post("/chat/test/start", data={"name": "B", "text": "Hi"},
+                      environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 302
+
+
+def test_bad_start_input_is_explained_and_kept(chat, store):
+    page = start(chat, name="", text="x" * 4001)
+    body = page.get_data(as_text=True)
+    assert page.status_code == 400
+    assert "Please tell us your name." in body and "at most 4000 characters" in body
+    assert "x" * 4001 in body  # the visitor's text is not lost
+    assert store.recent_conversations() == []
+
+
+def test_inactive_environment_says_chat_is_unavailable(client):
+    page = client.get("/chat/test").get_data(as_text=True)
+    assert "not available right now" in page
+
+
+def test_closed_conversation_replaces_the_composer(chat, store):
+    location = start(chat).headers["Location"]
+    conversation_id = location.split("c=")[1]
+    store.close_conversation(conversation_id)
+    response = chat.post(f"/chat/test/{conversation_id}/messages", data={"text": "hello?"},
+                         headers={"HX-Request": "true"})
+    body = response.get_data(as_text=True)
+    assert "has been closed" in body and "<textarea" not in body
+    poll = chat.get(f"/chat/test/{conversation_id}/messages?after=0")
+    assert poll.status_code == 286  # htmx stops polling
+
+
+def test_unknown_chat_link_shows_the_chat_page_not_the_admin(chat):
+    response = chat.get("/chat/test?c=doesnotexist")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 404
+    assert "Start a new chat" in body and "Log out" not in body and "dashboard" not in body
