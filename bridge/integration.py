@@ -37,28 +37,21 @@ def logged_client(
     message: dict[str, Any] | None = None,
     server_url: str | None = None,
     token: str | None = None,
+    sink: list[mm.CallRecord] | None = None,
 ) -> mm.MattermostClient:
     """A client for an environment whose every call is written to the log.
 
     ``server_url``/``token`` override the saved ones (verifying before saving).
+    With ``sink``, the calls are collected there instead, for the caller to
+    write in the same transaction as the outcome (:func:`call_log_fields`).
     """
     env = settings["name"]
-    message = message or {}
 
     def log_call(record: mm.CallRecord) -> None:
-        store.log(
-            env=env,
-            direction="outbound",
-            action=record.action,
-            target=record.target,
-            outcome="ok" if record.ok else "error",
-            http_status=record.status,
-            duration_ms=record.duration_ms,
-            error=record.error,
-            conversation_id=message.get("conversation_id") or "",
-            message_id=message.get("id"),
-            post_id=record.post_id,
-        )
+        if sink is not None:
+            sink.append(record)
+        else:
+            store.log(**call_log_fields(env, message, record))
 
     return mm.MattermostClient(
         server_url if server_url is not None else settings["server_url"],
@@ -67,6 +60,26 @@ def logged_client(
         timeout=timeout,
         on_call=log_call,
     )
+
+
+def call_log_fields(
+    env: str, message: dict[str, Any] | None, record: mm.CallRecord
+) -> dict[str, Any]:
+    """The integration-log row for one Mattermost call (never the token)."""
+    message = message or {}
+    return {
+        "env": env,
+        "direction": "outbound",
+        "action": record.action,
+        "target": record.target,
+        "outcome": "ok" if record.ok else "error",
+        "http_status": record.status,
+        "duration_ms": record.duration_ms,
+        "error": record.error,
+        "conversation_id": message.get("conversation_id") or "",
+        "message_id": message.get("id"),
+        "post_id": record.post_id,
+    }
 
 
 @dataclass

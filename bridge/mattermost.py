@@ -215,6 +215,13 @@ class MattermostClient:
     def post(self, post_id: str) -> dict[str, Any]:
         return self._call("lookup", "GET", f"/api/v4/posts/{post_id}", target=post_id)[1]
 
+    def thread(self, post_id: str) -> list[dict[str, Any]]:
+        """Every post of the thread ``post_id`` belongs to (root included)."""
+        path = f"/api/v4/posts/{post_id}/thread"
+        post_list = self._call("thread", "GET", path, target=post_id)[1]
+        posts = post_list.get("posts") or {}
+        return list(posts.values()) if isinstance(posts, dict) else []
+
     # -- plumbing -----------------------------------------------------------------
 
     def _call(

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from . import mattermost as mm
-from .integration import logged_client
+from .integration import call_log_fields, logged_client
 from .store import NotFound, Store
 from .text import neutralize_mentions, split_text
 
@@ -167,24 +167,48 @@ class Sender:
         if not claimed and not self.store.claim_message(message_id):
             return message  # another worker is sending it right now
         channel_id = message["channel_id"]
+        calls: list[mm.CallRecord] = []
         try:
             channel_id, root_id = self._placement(message, settings, conversation)
-            posted = self._post_parts(message, settings, channel_id, root_id)
-        except mm.MattermostError as exc:
-            return self.store.finish_message(
-                message_id,
-                "failed",
-                channel_id=channel_id,
-                error=explain(exc, settings, channel_id),
+            posted = self._post_parts(
+                message, settings, channel_id, root_id, calls, retrying=not claimed
             )
+        except mm.MattermostError as exc:
+            error = explain(exc, settings, channel_id)
+            return self._finish(message, calls, "failed", channel_id=channel_id, error=error)
         except _NotPlaceable as exc:
-            return self.store.finish_message(message_id, "failed", error=str(exc))
+            return self._finish(message, calls, "failed", error=str(exc))
         except Exception:
             # Never leave a message stuck in 'sending': keep it for retry, then let
             # the error handler log the traceback.
-            self.store.finish_message(message_id, "failed", error="unexpected error while sending")
+            self._finish(message, calls, "failed", error="unexpected error while sending")
             raise
-        return self.store.finish_message(message_id, "sent", channel_id=channel_id, post_ids=posted)
+        is_new_root = not root_id and message["conversation_id"]
+        return self._finish(
+            message,
+            calls,
+            "sent",
+            channel_id=channel_id,
+            post_ids=posted,
+            root=(posted[0], channel_id) if is_new_root else None,
+        )
+
+    def _finish(
+        self,
+        message: dict,
+        calls: list[mm.CallRecord],
+        status: str,
+        *,
+        root: tuple[str, str] | None = None,
+        **outcome: Any,
+    ) -> dict[str, Any]:
+        """The calls' log rows, the thread root and the outcome: one transaction."""
+        with self.store.immediate():
+            for record in calls:
+                self.store.log(**call_log_fields(message["env"], message, record))
+            if root:
+                self.store.set_conversation_root(message["conversation_id"], *root)
+            return self.store.finish_message(message["id"], status, **outcome)
 
     def _placement(
         self, message: dict, settings: dict, conversation: dict | None
@@ -193,6 +217,9 @@ class Sender:
         if message["direction"] == "notification":
             return message["channel_id"], ""
         conversation = conversation or self.store.conversation(message["conversation_id"])
+        if message["post_id"] and message["post_id"] == conversation["root_post_id"]:
+            # The thread's own root, split, with later parts still to post.
+            return conversation["channel_id"], ""
         if conversation["root_post_id"]:
             return conversation["channel_id"], conversation["root_post_id"]
         if not settings["mirror_channel_id"]:
@@ -211,12 +238,27 @@ class Sender:
         return conversation["channel_id"], conversation["root_post_id"]
 
     def _post_parts(
-        self, message: dict, settings: dict, channel_id: str, root_id: str
+        self,
+        message: dict,
+        settings: dict,
+        channel_id: str,
+        root_id: str,
+        calls: list[mm.CallRecord],
+        *,
+        retrying: bool = False,
     ) -> list[str]:
-        """Post every part not posted yet; the ids of all parts, in order."""
-        client = self.client(settings, message)
+        """Post every part not posted yet; the ids of all parts, in order.
+
+        The calls made are collected in ``calls`` for the caller to log.
+        """
+        client = logged_client(
+            self.store, settings, session=self.session, timeout=self.timeout, sink=calls
+        )
         parts = split_text(format_message(message, is_root=not root_id), mm.MAX_POST_SIZE)
         posted = list(message["chunk_post_ids"])
+        thread = root_id or (posted[0] if posted else "")
+        if retrying and thread:
+            posted = self._found_in_thread(client, thread, message, len(parts)) or posted
         for index, part in enumerate(parts):
             if index < len(posted):
                 continue  # sent by an earlier attempt
@@ -226,14 +268,38 @@ class Sender:
                 part,
                 root_id=root_id or (posted[0] if posted else ""),
                 pending_post_id=f"{message['pending_key']}:{index}",
-                props={"bridge_message_id": str(message["id"])},
+                props={"bridge_message_id": str(message["id"]), "bridge_part": str(index)},
             )
             posted.append(post["id"])
             if len(parts) > 1:
-                # Remember progress so a retry continues after the last posted part.
+                # Remember progress so a retry continues after the last posted part,
+                # and make the thread known before its later parts go out.
                 self.store.record_chunk_posted(message["id"], posted)
-            if index == 0 and not root_id and message["conversation_id"]:
-                self.store.set_conversation_root(message["conversation_id"], post["id"], channel_id)
+                if index == 0 and not root_id and message["conversation_id"]:
+                    self.store.set_conversation_root(
+                        message["conversation_id"], post["id"], channel_id
+                    )
+        return posted
+
+    def _found_in_thread(
+        self, client: mm.MattermostClient, root_id: str, message: dict, part_count: int
+    ) -> list[str]:
+        """Parts of this message already in the thread, in order from the first.
+
+        An attempt whose answer was lost (cut connection, read timeout) may have
+        posted anyway. Within 30 s pending_post_id makes Mattermost drop the
+        repeat; a later retry looks in the thread for the post's props instead.
+        """
+        found: dict[int, str] = {}
+        for post in client.thread(root_id):
+            props = post.get("props") or {}
+            if props.get("bridge_message_id") == str(message["id"]):
+                part = str(props.get("bridge_part", "0"))
+                if part.isdigit() and int(part) < part_count:
+                    found[int(part)] = post["id"]
+        posted = []
+        while len(posted) in found:
+            posted.append(found[len(posted)])
         return posted
 
     def _post_with_retry(

@@ -22,8 +22,13 @@ JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc.f
 
 
 def app_error(status: int, message: str = "error") -> dict:
-    return {"id": f"test.{status}.app_error", "message": message, "detailed_error": "",
-            "request_id": "req", "status_code": status}
+    return {
+        "id": f"test.{status}.app_error",
+        "message": message,
+        "detailed_error": "",
+        "request_id": "req",
+        "status_code": status,
+    }
 
 
 def failure(status: int, message: str = "error") -> dict:
@@ -101,7 +106,7 @@ def test_new_conversation_becomes_a_root_post_and_the_next_message_a_reply(mock,
     assert reply_body["root_id"] == conversation["root_post_id"]
     assert reply_body["channel_id"] == MIRROR
     assert "Anyone?" in reply_body["message"]
-    assert reply_body["props"] == {"bridge_message_id": str(reply["id"])}
+    assert reply_body["props"] == {"bridge_message_id": str(reply["id"]), "bridge_part": "0"}
 
 
 def test_every_post_carries_a_pending_post_id_from_the_message(mock, sender, store):
@@ -157,8 +162,11 @@ def test_splitting_never_starts_a_post_with_a_live_mention(mock, sender):
     # "a@channel" is not a mention, so it is left alone; a hard cut right
     # before the "@" must not turn the next part into "@channel ...".
     mock.post(POSTS, json=created)
-    prefix = len(sender_module.format_message(
-        {"direction": "visitor", "author": "Eve", "text": ""}, is_root=True))
+    prefix = len(
+        sender_module.format_message(
+            {"direction": "visitor", "author": "Eve", "text": ""}, is_root=True
+        )
+    )
     text = "a" * (mm.MAX_POST_SIZE - prefix) + "@channel look at this"
     sender.start_conversation("test", "Eve", text)
     bodies = posted(mock)
@@ -198,11 +206,21 @@ def test_401_fails_the_message_saying_the_token_is_bad(mock, sender):
 
 
 def test_429_then_201_is_sent_after_sleeping_retry_after(mock, sender, sleeps):
-    mock.post(POSTS, [
-        {"status_code": 429, "text": "limit exceeded\n",
-         "headers": {"Retry-After": "3", "X-RateLimit-Reset": "3", "Content-Type": "text/plain"}},
-        {"json": created},
-    ])
+    mock.post(
+        POSTS,
+        [
+            {
+                "status_code": 429,
+                "text": "limit exceeded\n",
+                "headers": {
+                    "Retry-After": "3",
+                    "X-RateLimit-Reset": "3",
+                    "Content-Type": "text/plain",
+                },
+            },
+            {"json": created},
+        ],
+    )
     _, message = sender.start_conversation("test", "Ann", "Hello")
     assert message["status"] == "sent"
     assert sleeps == [3.0]
@@ -300,11 +318,49 @@ def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, 
 
     mock.reset_mock()
     mock.post(POSTS, json=created)
+    first_part = {
+        "id": message["chunk_post_ids"][0],
+        "root_id": "",
+        "props": {"bridge_message_id": str(message["id"]), "bridge_part": "0"},
+    }
+    mock.get(
+        f"{SERVER}/api/v4/posts/{first_part['id']}/thread",
+        json={"order": [first_part["id"]], "posts": {first_part["id"]: first_part}},
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
     assert sender.retry_failed("test")["sent"] == 1
     (second_part,) = posted(mock)
     assert second_part["pending_post_id"] == f"{message['pending_key']}:1"
     assert second_part["root_id"] == message["chunk_post_ids"][0]
+    # The second part continues the root's own text, not a reply's "Ann:" prefix.
+    assert second_part["message"].startswith("y") and "Ann" not in second_part["message"]
     assert len(store.message(message["id"])["chunk_post_ids"]) == 2
+
+
+def test_retry_after_a_lost_answer_finds_the_post_in_the_thread_and_posts_nothing(
+    mock, sender, store
+):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hi")
+    mock.post(POSTS, exc=requests.exceptions.ConnectionError)  # the answer is lost
+    reply = sender.add_visitor_message("test", conversation["id"], "Are you there?")
+    assert reply["status"] == "failed"
+    # ... but Mattermost had created it: the thread holds a post with its props.
+    landed = {
+        "id": "x" * 26,
+        "root_id": conversation["root_post_id"],
+        "props": {"bridge_message_id": str(reply["id"]), "bridge_part": "0"},
+    }
+    mock.get(
+        f"{SERVER}/api/v4/posts/{conversation['root_post_id']}/thread",
+        json={"order": [landed["id"]], "posts": {landed["id"]: landed}},
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test")["sent"] == 1
+    assert posted(mock) == []
+    assert store.message(reply["id"])["post_id"] == "x" * 26
 
 
 def test_visitor_cannot_write_to_a_closed_conversation(mock, sender, store):
