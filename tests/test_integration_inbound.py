@@ -368,3 +368,29 @@ def test_rate_limited_lookup_is_retried_inline(live, mm, key):
     mm.user_post(mm.agent, mm.channels["support"]["id"], "After the limit.", root_id=root)
     mm.wait_for_webhooks()
     assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "After the limit."
+
+
+def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
+    conversation_id = start_chat_from_api(live, key, "bot replies")
+    root = conversation(live, key, conversation_id)["root_post_id"]
+    support = mm.channels["support"]["id"]
+    mm.user_post(mm.prod_bot, support, "I am another bot", root_id=root)
+    mm.wait_for_webhooks()
+    assert [m["text"] for m in messages(live, key, conversation_id)] == ["bot replies"]
+
+    admin = live.login()
+    page = admin.get(f"{live.url}/env/test/config", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    saved = admin.post(f"{live.url}/env/test/config", timeout=10, data={
+        "csrf_token": token, "mirror_channel_id": support,
+        "notify_type": "booking.created", "notify_channel": mm.channels["sales"]["id"],
+        "accept_other_bots": "1"})
+    assert "Configuration saved." in saved.text
+    try:
+        mm.user_post(mm.prod_bot, support, "Bots welcome now", root_id=root)
+        mm.wait_for_webhooks()
+        assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Bots welcome now"
+    finally:
+        admin.post(f"{live.url}/env/test/config", timeout=10, data={
+            "csrf_token": token, "mirror_channel_id": support,
+            "notify_type": "booking.created", "notify_channel": mm.channels["sales"]["id"]})

@@ -255,6 +255,7 @@ def env_config(env: str):
                 "notify_map": notify_map,
                 "channel_names": names,
                 "callback_url": callback_url,
+                "accept_other_bots": int(request.form.get("accept_other_bots") == "1"),
             }
             if callback_secret:
                 fields["callback_secret"] = callback_secret
