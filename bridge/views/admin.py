@@ -57,7 +57,7 @@ def dashboard():
                 "last_send": store.last_log(
                     settings["name"], "outbound", action=("post", "test_message")
                 ),
-                "last_inbound": store.last_log(settings["name"], "inbound"),
+                "last_inbound": store.last_valid_inbound(settings["name"]),
             }
         )
     return render_template("admin/dashboard.html", cards=cards)
