@@ -26,7 +26,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/flask --app app init
-	$(BIN)/gunicorn --workers $(WORKERS) --bind 127.0.0.1:$(PORT) --no-control-socket \
+	$(BIN)/gunicorn --workers $(WORKERS) --timeout 60 --bind 127.0.0.1:$(PORT) --no-control-socket \
 		--access-logfile - app:app
 
 # Browser tests drive Debian's Chromium; Playwright's own download cannot work offline.

@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +20,7 @@ import requests
 
 from .mattermost import shared_session
 from .store import Store
+from .text import iso_time
 
 TIMEOUT = (3.05, 5.0)
 INLINE_ATTEMPTS = 2
@@ -66,9 +66,7 @@ def payload_for(message: dict[str, Any], conversation: dict[str, Any]) -> dict[s
             "direction": "agent",
             "author": message["author"],
             "text": message["text"],
-            "created_at": datetime.fromtimestamp(message["created_at"], UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "created_at": iso_time(message["created_at"]),
         },
     }
 
@@ -156,6 +154,8 @@ class CallbackSender:
 
 
 def _host_of(url: str) -> str:
-    """Log the callback's host and path, never its query (it may hold a key)."""
+    """Only ``scheme://host:port`` goes to the log: user info, path and query
+    of hook URLs often carry a secret."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"

@@ -81,6 +81,11 @@ def configure_command(env: str, **options) -> None:
     fields = _plain_fields(given)
     if "notify" in given:
         fields["notify_map"] = _parse_notify(given["notify"])
+    callback = {**settings, **fields}
+    if callback["callback_url"] and not callback["callback_secret"]:
+        raise click.ClickException(
+            "a callback URL needs --callback-secret: the host verifies callbacks with it"
+        )
 
     if set(given) != {"activate"}:  # only switching off/on needs no server
         fields.update(_verified_identity(store, settings, fields))

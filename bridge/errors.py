@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -36,7 +37,8 @@ class ApiError(Exception):
 
 def wants_json() -> bool:
     """JSON for the host API and the webhook route, and for clients that ask for it."""
-    if request.blueprint in ("api", "hooks"):
+    # By path too: a 404 or 405 is raised before a blueprint is chosen.
+    if request.blueprint in ("api", "hooks") or request.path.startswith(("/api/", "/hooks/")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not htmx
@@ -69,7 +71,10 @@ def handle_http_exception(error: HTTPException):
 def handle_unexpected(error: Exception):
     # Log the traceback for the operator; show nothing internal to the caller.
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return handle_http_exception(InternalServerError("Something went wrong on our side."))
+    message = "Something went wrong on our side."
+    if isinstance(error, sqlite3.OperationalError) and "no such table" in str(error):
+        message = "The database is not initialised: run 'flask --app app init'."
+    return handle_http_exception(InternalServerError(message))
 
 
 def init_app(app: Flask) -> None:

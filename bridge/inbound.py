@@ -137,8 +137,10 @@ class InboundRouter:
         self.session = session
         self.callbacks = callbacks or CallbackSender(store)
         self.sleep = sleep
+        self._started = time.perf_counter()  # of the call being handled, for the log
 
     def handle(self, env: str, payload: WebhookPayload) -> Outcome:
+        self._started = time.perf_counter()
         outcome = self._route(env, payload)
         if not outcome.logged:
             self._log(env, payload, outcome)
@@ -158,6 +160,7 @@ class InboundRouter:
             target=payload.channel_id,
             outcome=outcome.outcome,
             http_status=outcome.http_status,
+            duration_ms=(time.perf_counter() - self._started) * 1000,
             error=outcome.reason,
             conversation_id=message.get("conversation_id") or "",
             message_id=message.get("id"),
@@ -168,7 +171,9 @@ class InboundRouter:
     def _route(self, env: str, payload: WebhookPayload) -> Outcome:
         settings = self.store.environment(env)
         expected = settings["webhook_token"]
-        if not expected or not hmac.compare_digest(payload.token.encode(), expected.encode()):
+        if not expected:
+            return Outcome(403, "rejected", "token mismatch: no webhook token is saved yet")
+        if not hmac.compare_digest(payload.token.encode(), expected.encode()):
             return Outcome(403, "rejected", "token mismatch")
         if not settings["active"]:
             return Outcome(200, "ignored", "environment is inactive")
@@ -224,6 +229,7 @@ class InboundRouter:
         """Route again the kept calls whose post lookup failed; counts by outcome."""
         counts = {"stored": 0, "ignored": 0, "failed": 0}
         for row in self.store.due_inbound(env):
+            self._started = time.perf_counter()
             settings = self.store.environment(row["env"])
             if not settings["active"]:
                 continue

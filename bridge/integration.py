@@ -147,7 +147,7 @@ def channel_groups(client: mm.MattermostClient, bot_user_id: str) -> list[Channe
     return groups
 
 
-def channel_label(channel: dict[str, Any]) -> str:
+def team_channel_label(channel: dict[str, Any]) -> str:
     """``Acme / Support`` — how admins recognise a channel."""
     return f"{channel['team_name']} / {channel['display_name']}"
 

@@ -218,9 +218,15 @@ class MattermostClient:
     def thread(self, post_id: str) -> list[dict[str, Any]]:
         """Every post of the thread ``post_id`` belongs to (root included)."""
         path = f"/api/v4/posts/{post_id}/thread"
-        post_list = self._call("thread", "GET", path, target=post_id)[1]
-        posts = post_list.get("posts") or {}
-        return list(posts.values()) if isinstance(posts, dict) else []
+        return _posts_of(self._call("thread", "GET", path, target=post_id)[1])
+
+    def channel_posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """Posts of a channel created or changed since ``since_ms`` (Unix milliseconds)."""
+        path = f"/api/v4/channels/{channel_id}/posts"
+        post_list = self._call(
+            "recent_posts", "GET", path, target=channel_id, params={"since": since_ms}
+        )[1]
+        return _posts_of(post_list)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -268,6 +274,16 @@ class MattermostClient:
 
 
 # -- helpers ----------------------------------------------------------------------
+
+
+def _posts_of(post_list: dict[str, Any]) -> list[dict[str, Any]]:
+    """The posts of a Mattermost PostList ``{"order": [...], "posts": {id: post}}``."""
+    posts = post_list.get("posts") or {}
+    return (
+        [post for post in posts.values() if isinstance(post, dict)]
+        if isinstance(posts, dict)
+        else []
+    )
 
 
 def normalize_server_url(url: str) -> str:

@@ -19,7 +19,7 @@ import requests
 
 from . import mattermost as mm
 from .integration import call_log_fields, logged_client
-from .store import NotFound, Store
+from .store import Store
 from .text import neutralize_mentions, split_text
 
 # How long one synchronous send may keep retrying before the message is left
@@ -68,11 +68,20 @@ class Sender:
     # -- entry points ---------------------------------------------------------
 
     def start_conversation(
-        self, env: str, visitor_name: str, text: str, visitor_email: str = "", external_id: str = ""
+        self,
+        env: str,
+        visitor_name: str,
+        text: str,
+        visitor_email: str = "",
+        external_id: str = "",
+        source: str = "api",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Store a new conversation with its first message and mirror it as a root post."""
+        """Store a new conversation with its first message and mirror it as a root post.
+
+        :param source: ``chat`` for the public chat page, ``api`` for the host API.
+        """
         conversation, message = self.store.create_conversation(
-            env, visitor_name, visitor_email, external_id, text
+            env, visitor_name, visitor_email, external_id, text, source=source
         )
         message = self.deliver(message["id"], conversation=conversation, claimed=True)
         return self.store.conversation(conversation["id"]), message
@@ -256,9 +265,10 @@ class Sender:
         )
         parts = split_text(format_message(message, is_root=not root_id), mm.MAX_POST_SIZE)
         posted = list(message["chunk_post_ids"])
-        thread = root_id or (posted[0] if posted else "")
-        if retrying and thread:
-            posted = self._found_in_thread(client, thread, message, len(parts)) or posted
+        if retrying:
+            posted = (
+                self._already_posted(client, channel_id, root_id, message, len(parts)) or posted
+            )
         for index, part in enumerate(parts):
             if index < len(posted):
                 continue  # sent by an earlier attempt
@@ -268,7 +278,12 @@ class Sender:
                 part,
                 root_id=root_id or (posted[0] if posted else ""),
                 pending_post_id=f"{message['pending_key']}:{index}",
-                props={"bridge_message_id": str(message["id"]), "bridge_part": str(index)},
+                props={
+                    "bridge_message_id": str(message["id"]),
+                    # The random key tells this bridge's post from another's same id.
+                    "bridge_key": message["pending_key"],
+                    "bridge_part": str(index),
+                },
             )
             posted.append(post["id"])
             if len(parts) > 1:
@@ -281,19 +296,33 @@ class Sender:
                     )
         return posted
 
-    def _found_in_thread(
-        self, client: mm.MattermostClient, root_id: str, message: dict, part_count: int
+    def _already_posted(
+        self,
+        client: mm.MattermostClient,
+        channel_id: str,
+        root_id: str,
+        message: dict,
+        part_count: int,
     ) -> list[str]:
-        """Parts of this message already in the thread, in order from the first.
+        """Parts of this message Mattermost already has, in order from the first.
 
         An attempt whose answer was lost (cut connection, read timeout) may have
         posted anyway. Within 30 s pending_post_id makes Mattermost drop the
-        repeat; a later retry looks in the thread for the post's props instead.
+        repeat; a later retry looks for the parts' props instead: in the thread
+        for a reply, among the channel's posts since the message for a root post
+        or a notification.
         """
+        posted = list(message["chunk_post_ids"])
+        thread = root_id or (posted[0] if posted else "")
+        if thread:
+            candidates = client.thread(thread)
+        else:
+            since_ms = int(message["created_at"] * 1000) - 1000
+            candidates = client.channel_posts_since(channel_id, since_ms)
         found: dict[int, str] = {}
-        for post in client.thread(root_id):
+        for post in candidates:
             props = post.get("props") or {}
-            if props.get("bridge_message_id") == str(message["id"]):
+            if props.get("bridge_key") == message["pending_key"]:
                 part = str(props.get("bridge_part", "0"))
                 if part.isdigit() and int(part) < part_count:
                     found[int(part)] = post["id"]
@@ -324,11 +353,9 @@ class Sender:
 
     # -- helpers --------------------------------------------------------------
 
-    def client(self, settings: dict, message: dict | None = None) -> mm.MattermostClient:
+    def client(self, settings: dict) -> mm.MattermostClient:
         """A client for an environment whose calls land in the integration log."""
-        return logged_client(
-            self.store, settings, session=self.session, timeout=self.timeout, message=message
-        )
+        return logged_client(self.store, settings, session=self.session, timeout=self.timeout)
 
     def _log_skip(self, env: str, message: dict, reason: str) -> None:
         self.store.log(
@@ -380,6 +407,3 @@ def channel_label(settings: dict, channel_id: str) -> str:
     if not name and channel_id == settings.get("mirror_channel_id"):
         name = settings.get("mirror_channel_name")
     return f"channel {name} ({channel_id})" if name else f"channel {channel_id}"
-
-
-__all__ = ["ConversationClosed", "NotFound", "Sender", "TestMessageResult", "explain"]

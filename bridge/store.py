@@ -174,6 +174,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE environments ADD COLUMN channel_names TEXT NOT NULL DEFAULT '{}';
     """,
+    # 7: where a conversation began; the chat page shows only its own.
+    """
+    ALTER TABLE conversations ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    """,
 ]
 
 
@@ -354,16 +358,25 @@ class Store:
     # -- conversations ---------------------------------------------------------
 
     def create_conversation(
-        self, env: str, visitor_name: str, visitor_email: str, external_id: str, text: str
+        self,
+        env: str,
+        visitor_name: str,
+        visitor_email: str,
+        external_id: str,
+        text: str,
+        source: str = "api",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Store a conversation and its first visitor message, both at once."""
+        """Store a conversation and its first visitor message, both at once.
+
+        :param source: where it began: ``api`` (host API) or ``chat`` (the chat page).
+        """
         now = time.time()
         conversation_id = new_id()
         with self.immediate():
             self.db.execute(
                 "INSERT INTO conversations (id, env, visitor_name, visitor_email, external_id,"
-                " status, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
-                [conversation_id, env, visitor_name, visitor_email, external_id, now],
+                " status, created_at, source) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                [conversation_id, env, visitor_name, visitor_email, external_id, now, source],
             )
             message = self._insert_message(
                 env=env,
@@ -482,6 +495,87 @@ class Store:
                 [conversation_id, after_id, limit],
             )
         )
+
+    def first_message(self, conversation_id: str) -> dict[str, Any]:
+        row = self._one(
+            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 1",
+            [conversation_id],
+        )
+        if row is None:
+            raise NotFound(f"conversation {conversation_id!r} has no message")
+        return self.message(row["id"])
+
+    def claim_message(self, message_id: int) -> bool:
+        """Mark a message as being sent; False when another worker already is.
+
+        The conditional UPDATE is atomic, so of two workers retrying the same
+        message only one posts it. A 'skipped' message can be claimed too: a
+        conversation begun while its environment was inactive gets its root
+        post when the next message comes after activation.
+        """
+        now = time.time()
+        cursor = self.db.execute(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?"
+            " WHERE id = ? AND (status IN ('pending', 'failed', 'skipped')"
+            " OR (status = 'sending' AND updated_at < ?))",
+            [now, message_id, now - STALE_SENDING_SECONDS],
+        )
+        return cursor.rowcount == 1
+
+    def record_chunk_posted(self, message_id: int, post_ids: list[str]) -> None:
+        """Remember which parts of a split message are already posted."""
+        self.db.execute(
+            "UPDATE messages SET chunk_post_ids = ?, post_id = ?, updated_at = ? WHERE id = ?",
+            [json.dumps(post_ids), post_ids[0] if post_ids else "", time.time(), message_id],
+        )
+
+    def finish_message(
+        self,
+        message_id: int,
+        status: str,
+        *,
+        channel_id: str | None = None,
+        error: str = "",
+        reason: str = "",
+        post_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Record the outcome of a send (and the ids of the posts it made)."""
+        row = self._one(
+            "UPDATE messages SET status = ?, error = ?, reason = ?, updated_at = ?,"
+            " channel_id = COALESCE(?, channel_id), chunk_post_ids = COALESCE(?, chunk_post_ids),"
+            " post_id = COALESCE(?, post_id) WHERE id = ? RETURNING *",
+            [
+                status,
+                error,
+                reason,
+                time.time(),
+                channel_id,
+                json.dumps(post_ids) if post_ids else None,
+                post_ids[0] if post_ids else None,
+                message_id,
+            ],
+        )
+        if row is None:
+            raise NotFound(f"no message with id {message_id!r}")
+        return _decode_message(row)
+
+    def failed_message_ids(self, env: str | None = None) -> list[int]:
+        """Messages to retry, oldest first so a thread's root goes before its replies."""
+        sql = (
+            "SELECT id FROM messages WHERE (status = 'failed'"
+            " OR (status = 'sending' AND updated_at < ?))"
+        )
+        params: list[Any] = [time.time() - STALE_SENDING_SECONDS]
+        if env:
+            sql += " AND env = ?"
+            params.append(env)
+        return [row["id"] for row in self.db.query(sql + " ORDER BY id", params)]
+
+    def count_failed(self, env: str) -> int:
+        row = self._one(
+            "SELECT COUNT(*) AS n FROM messages WHERE env = ? AND status = 'failed'", [env]
+        )
+        return row["n"]
 
     # -- inbound replies ---------------------------------------------------------
 
@@ -688,85 +782,6 @@ class Store:
             self.db.execute("UPDATE rate_limits SET hits = hits + 1 WHERE bucket = ?", [bucket])
             return row["hits"] + 1 > limit
 
-    def first_message(self, conversation_id: str) -> dict[str, Any]:
-        row = self._one(
-            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 1",
-            [conversation_id],
-        )
-        if row is None:
-            raise NotFound(f"conversation {conversation_id!r} has no message")
-        return self.message(row["id"])
-
-    def claim_message(self, message_id: int) -> bool:
-        """Mark a message as being sent; False when another worker already is.
-
-        The conditional UPDATE is atomic, so of two workers retrying the same
-        message only one posts it.
-        """
-        now = time.time()
-        cursor = self.db.execute(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?"
-            " WHERE id = ? AND (status IN ('pending', 'failed')"
-            " OR (status = 'sending' AND updated_at < ?))",
-            [now, message_id, now - STALE_SENDING_SECONDS],
-        )
-        return cursor.rowcount == 1
-
-    def record_chunk_posted(self, message_id: int, post_ids: list[str]) -> None:
-        """Remember which parts of a split message are already posted."""
-        self.db.execute(
-            "UPDATE messages SET chunk_post_ids = ?, post_id = ?, updated_at = ? WHERE id = ?",
-            [json.dumps(post_ids), post_ids[0] if post_ids else "", time.time(), message_id],
-        )
-
-    def finish_message(
-        self,
-        message_id: int,
-        status: str,
-        *,
-        channel_id: str | None = None,
-        error: str = "",
-        reason: str = "",
-        post_ids: list[str] | None = None,
-    ) -> dict[str, Any]:
-        """Record the outcome of a send (and the ids of the posts it made)."""
-        row = self._one(
-            "UPDATE messages SET status = ?, error = ?, reason = ?, updated_at = ?,"
-            " channel_id = COALESCE(?, channel_id), chunk_post_ids = COALESCE(?, chunk_post_ids),"
-            " post_id = COALESCE(?, post_id) WHERE id = ? RETURNING *",
-            [
-                status,
-                error,
-                reason,
-                time.time(),
-                channel_id,
-                json.dumps(post_ids) if post_ids else None,
-                post_ids[0] if post_ids else None,
-                message_id,
-            ],
-        )
-        if row is None:
-            raise NotFound(f"no message with id {message_id!r}")
-        return _decode_message(row)
-
-    def failed_message_ids(self, env: str | None = None) -> list[int]:
-        """Messages to retry, oldest first so a thread's root goes before its replies."""
-        sql = (
-            "SELECT id FROM messages WHERE (status = 'failed'"
-            " OR (status = 'sending' AND updated_at < ?))"
-        )
-        params: list[Any] = [time.time() - STALE_SENDING_SECONDS]
-        if env:
-            sql += " AND env = ?"
-            params.append(env)
-        return [row["id"] for row in self.db.query(sql + " ORDER BY id", params)]
-
-    def count_failed(self, env: str) -> int:
-        row = self._one(
-            "SELECT COUNT(*) AS n FROM messages WHERE env = ? AND status = 'failed'", [env]
-        )
-        return row["n"]
-
     # -- integration log -------------------------------------------------------
 
     def log(
@@ -842,7 +857,11 @@ class Store:
             params.append(after_id)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
-        return list(self.db.query(f"SELECT * FROM log {where} ORDER BY id DESC LIMIT ?", params))
+        # The tail reads upwards from after_id, so a burst of new rows is paged
+        # through rather than skipped; the page is still shown newest first.
+        order = "ASC" if after_id is not None else "DESC"
+        rows = list(self.db.query(f"SELECT * FROM log {where} ORDER BY id {order} LIMIT ?", params))
+        return rows[::-1] if after_id is not None else rows
 
     def last_log(
         self, env: str, direction: str, outcome: str = "ok", action: str | tuple[str, ...] = ""
@@ -857,8 +876,16 @@ class Store:
         return self._one(sql + " ORDER BY id DESC LIMIT 1", params)
 
     def prune_log(self, days: float) -> int:
-        """Delete log rows older than ``days``; returns how many went."""
-        cursor = self.db.execute("DELETE FROM log WHERE ts < ?", [time.time() - days * 86400])
+        """Delete log rows older than ``days``; returns how many went.
+
+        Also drops what only matters for a short while: finished rate-limit
+        windows and cached user names older than a day.
+        """
+        now = time.time()
+        with self.immediate():
+            cursor = self.db.execute("DELETE FROM log WHERE ts < ?", [now - days * 86400])
+            self.db.execute("DELETE FROM rate_limits WHERE window_start < ?", [now - 86400])
+            self.db.execute("DELETE FROM mm_users WHERE fetched_at < ?", [now - 86400])
         return cursor.rowcount
 
     # -- helpers ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 ZERO_WIDTH_SPACE = "\u200b"
 
@@ -47,7 +48,9 @@ def split_text(text: str, limit: int) -> list[str]:
     return parts
 
 
-def one_line(text: str, limit: int = 80) -> str:
-    """A short single-line preview of text."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def iso_time(timestamp: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds: ``2026-11-21T19:44:13.123Z``."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

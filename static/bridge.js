@@ -27,3 +27,24 @@ document.addEventListener("click", (event) => {
   const first = row.querySelector("input, select");
   if (first) first.focus();
 });
+
+// An HTMX request that failed: show the server's error (an escaped fragment) or a
+// plain sentence, at the top of the page, instead of silently doing nothing.
+function showRequestError(html) {
+  const slot = document.querySelector("[data-request-errors]");
+  if (!slot) return;
+  slot.innerHTML = html;
+  slot.scrollIntoView({ block: "nearest" });
+}
+document.addEventListener("htmx:responseError", (event) => {
+  const text = event.detail.xhr.responseText || "";
+  showRequestError(text.trim().startsWith("<p") ? text
+    : "<p class=\"flash error\" role=\"alert\">The request failed (HTTP " + event.detail.xhr.status + "). Reload the page and try again.</p>");
+});
+document.addEventListener("htmx:sendError", () => {
+  showRequestError("<p class=\"flash error\" role=\"alert\">The bridge did not answer. Is it running?</p>");
+});
+document.addEventListener("htmx:beforeRequest", () => {
+  const slot = document.querySelector("[data-request-errors]");
+  if (slot) slot.innerHTML = "";
+});

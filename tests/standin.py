@@ -62,6 +62,7 @@ ROUTES = Map(
             endpoint="get_channel_member",
             methods=["GET"],
         ),
+        Rule("/api/v4/channels/<channel_id>/posts", endpoint="get_channel_posts", methods=["GET"]),
         Rule("/api/v4/posts", endpoint="create_post", methods=["POST"]),
         Rule("/api/v4/posts/<post_id>", endpoint="get_post", methods=["GET"]),
         Rule("/api/v4/posts/<post_id>/thread", endpoint="get_post_thread", methods=["GET"]),
@@ -663,6 +664,31 @@ class MattermostStandin:
             if not self._can_read_channel(user, channel):
                 raise _permission_error()
             return 200, dict(channel)
+
+    def _api_get_channel_posts(self, request, user, channel_id):
+        """GetPostsForChannel with ``since`` (ms): posts changed since then, as a PostList."""
+        since = request.args.get("since", "0")
+        if not since.isdigit():
+            raise _invalid_url_param("since")
+        with self._lock:
+            channel = self._find_channel(channel_id)
+            if not self._can_read_channel(user, channel):
+                raise _permission_error()
+            found = [
+                p
+                for p in self.posts
+                if p["channel_id"] == channel_id
+                and p["update_at"] >= int(since)
+                and not p["delete_at"]
+            ]
+            found.reverse()  # newest first
+            return 200, {
+                "order": [p["id"] for p in found],
+                "posts": {p["id"]: self._post_for_client(p) for p in found},
+                "next_post_id": "",
+                "prev_post_id": "",
+                "has_next": False,
+            }
 
     def _api_get_channel_member(self, request, user, channel_id, user_id):
         user_id = _resolve_user_id(user_id, user)

@@ -191,3 +191,49 @@ def test_config_save_rejects_a_bad_notification_type_and_keeps_the_rows(admin, s
     ).get_data(as_text=True)
     assert "booking created" in page and "letters, digits" in page
     assert store.environment("test")["mirror_channel_id"] == ""
+
+
+def test_host_api_and_webhook_errors_are_json_even_before_routing(client):
+    for method, path, status in (
+        ("GET", "/api/v1/notifications", 405),
+        ("GET", "/api/v1/nope", 404),
+        ("POST", "/hooks/mattermost/staging", 404),
+    ):
+        response = client.open(path, method=method)
+        assert response.status_code == status
+        assert set(response.json) == {"error", "code"}
+
+
+def test_login_next_with_control_characters_stays_on_the_site(client, runner):
+    runner.invoke(args=["set-password", "--password", "password123"])
+    response = client.post(
+        "/login?next=/%09/evil.example", data={"name": "Ada", "password": "password123"}
+    )
+    assert response.headers["Location"] == "/"
+
+
+def test_uninitialised_database_says_to_run_init(tmp_path):
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE": str(tmp_path / "b.db")})
+    response = app.test_client().get("/login")
+    assert response.status_code == 500
+    assert "flask --app app init" in response.get_data(as_text=True)
+    close_shared_connection(app.config["DATABASE"])
+
+
+def test_embed_snippet_uses_the_public_url(tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATABASE": str(tmp_path / "b.db"),
+            "WTF_CSRF_ENABLED": False,
+            "PUBLIC_URL": "https://chat.example.com/bridge",
+            "ADMIN_PASSWORD": "password123",
+        }
+    )
+    Store(app.config["DATABASE"]).migrate()
+    client = app.test_client()
+    client.post("/login", data={"name": "Ada", "password": "password123"})
+    page = client.get("/env/test/config").get_data(as_text=True)
+    assert 'src="https://chat.example.com/bridge/chat/test"' in page.replace("&#34;", '"')
+    close_shared_connection(app.config["DATABASE"])

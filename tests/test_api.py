@@ -38,9 +38,15 @@ def auth(key):
 @pytest.fixture
 def env(store):
     return store.update_environment(
-        "test", server_url=SERVER, bot_token=TOKEN, bot_user_id="botuserid",
-        bot_username="bridgebot", mirror_channel_id=MIRROR, mirror_channel_name="Support",
-        active=1, notify_map={"order": ORDERS},
+        "test",
+        server_url=SERVER,
+        bot_token=TOKEN,
+        bot_user_id="botuserid",
+        bot_username="bridgebot",
+        mirror_channel_id=MIRROR,
+        mirror_channel_name="Support",
+        active=1,
+        notify_map={"order": ORDERS},
     )
 
 
@@ -70,8 +76,12 @@ def start(client, auth, **body):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer "}, {"Authorization": "Bearer not-a-key"},
-     {"Authorization": "Basic dXNlcjpwYXNz"}],
+    [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
 )
 def test_missing_or_wrong_key_is_401(client, key, headers):
     response = client.get("/api/v1/conversations/abc", headers=headers)
@@ -83,8 +93,10 @@ def test_missing_or_wrong_key_is_401(client, key, headers):
 def test_a_key_for_the_other_environment_does_not_open_this_one(runner, client, store):
     production_key = new_key(runner, "production")
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
-    response = client.get(f"/api/v1/conversations/{conversation['id']}",
-                          headers={"Authorization": f"Bearer {production_key}"})
+    response = client.get(
+        f"/api/v1/conversations/{conversation['id']}",
+        headers={"Authorization": f"Bearer {production_key}"},
+    )
     assert response.status_code == 404
 
 
@@ -92,23 +104,29 @@ def test_a_key_for_the_other_environment_does_not_open_this_one(runner, client, 
 
 
 def test_non_json_body_is_415(client, auth):
-    response = client.post("/api/v1/conversations", data="name=Ann", headers=auth,
-                           content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        "/api/v1/conversations",
+        data="name=Ann",
+        headers=auth,
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 415
     assert response.json["code"] == "unsupported_media_type"
 
 
 def test_invalid_json_is_400(client, auth):
-    response = client.post("/api/v1/conversations", data="{oops", headers=auth,
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/conversations", data="{oops", headers=auth, content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json["code"] == "invalid_json"
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"text"', "42"])
 def test_json_that_is_not_an_object_is_400(client, auth, body):
-    response = client.post("/api/v1/conversations", data=body, headers=auth,
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/conversations", data=body, headers=auth, content_type="application/json"
+    )
     assert response.status_code == 400
     assert "object" in response.json["error"]
 
@@ -122,18 +140,25 @@ def test_json_that_is_not_an_object_is_400(client, auth, body):
         ({"visitor": "Ann", "text": "Hi"}, "invalid_field", "visitor"),
         ({"visitor": {"name": 42}, "text": "Hi"}, "invalid_field", "visitor.name"),
         ({"visitor": {"name": "  "}, "text": "Hi"}, "invalid_field", "visitor.name"),
-        ({"visitor": {"name": "Ann", "email": ["a@b.c"]}, "text": "Hi"}, "invalid_field",
-         "visitor.email"),
+        (
+            {"visitor": {"name": "Ann", "email": ["a@b.c"]}, "text": "Hi"},
+            "invalid_field",
+            "visitor.email",
+        ),
         ({"visitor": {"name": "Ann"}, "text": ["Hi"]}, "invalid_field", "text"),
-        ({"visitor": {"name": "Ann"}, "text": "Hi", "external_id": 7}, "invalid_field",
-         "external_id"),
+        (
+            {"visitor": {"name": "Ann"}, "text": "Hi", "external_id": 7},
+            "invalid_field",
+            "external_id",
+        ),
         ({"visitor": {"name": "Ann"}, "text": "x" * 100_001}, "invalid_field", "text"),
         ({"visitor": {"name": "A" * 201}, "text": "Hi"}, "invalid_field", "visitor.name"),
         ({"visitor": {"name": "Ann"}, "text": "a\x00b"}, "invalid_field", "text"),
     ],
 )
-def test_bad_conversation_bodies_are_400_naming_the_field(client, auth, requests_mock, body,
-                                                          code, names):
+def test_bad_conversation_bodies_are_400_naming_the_field(
+    client, auth, requests_mock, body, code, names
+):
     response = client.post("/api/v1/conversations", json=body, headers=auth)
     assert response.status_code == 400
     assert response.json["code"] == code
@@ -142,16 +167,21 @@ def test_bad_conversation_bodies_are_400_naming_the_field(client, auth, requests
 
 
 def test_body_over_one_mebibyte_is_413(client, auth):
-    response = client.post("/api/v1/conversations", data=b"x" * (1024 * 1024 + 1),
-                           headers=auth, content_type="application/json")
+    response = client.post(
+        "/api/v1/conversations",
+        data=b"x" * (1024 * 1024 + 1),
+        headers=auth,
+        content_type="application/json",
+    )
     assert response.status_code == 413
     assert response.json["code"] == "too_large"
     assert "1 MiB" in response.json["error"]
 
 
 def test_body_over_one_mebibyte_is_413_before_authentication(client):
-    response = client.post("/api/v1/notifications", data=b"x" * (1024 * 1024 + 1),
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/notifications", data=b"x" * (1024 * 1024 + 1), content_type="application/json"
+    )
     assert response.status_code == 413
 
 
@@ -176,8 +206,11 @@ def test_new_conversation_is_201_with_the_root_post(client, auth, mattermost):
 
 def test_next_message_is_201_and_a_reply_in_the_thread(client, auth, mattermost):
     conversation = start(client, auth).json
-    response = client.post(f"/api/v1/conversations/{conversation['id']}/messages",
-                           json={"text": "Are you there?"}, headers=auth)
+    response = client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        json={"text": "Are you there?"},
+        headers=auth,
+    )
     assert response.status_code == 201
     assert response.json["status"] == "sent"
     assert response.json["post_id"].startswith("post")
@@ -208,11 +241,16 @@ def test_conversation_of_the_other_environment_is_404(client, auth, store, reque
 def test_message_to_a_closed_conversation_is_409(client, auth, store, mattermost):
     conversation = start(client, auth).json
     store.close_conversation(conversation["id"])
-    response = client.post(f"/api/v1/conversations/{conversation['id']}/messages",
-                           json={"text": "hello?"}, headers=auth)
+    response = client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        json={"text": "hello?"},
+        headers=auth,
+    )
     assert response.status_code == 409
-    assert client.get(f"/api/v1/conversations/{conversation['id']}",
-                      headers=auth).json["status"] == "closed"
+    assert (
+        client.get(f"/api/v1/conversations/{conversation['id']}", headers=auth).json["status"]
+        == "closed"
+    )
 
 
 def test_mattermost_down_still_accepts_and_keeps_the_message(client, auth, env, requests_mock):
@@ -222,23 +260,32 @@ def test_mattermost_down_still_accepts_and_keeps_the_message(client, auth, env, 
     assert response.json["status"] == "failed"
     assert "cannot reach" in response.json["error"]
     assert response.json["root_post_id"] == ""
-    messages = client.get(f"/api/v1/conversations/{response.json['id']}/messages",
-                          headers=auth).json["messages"]
+    messages = client.get(
+        f"/api/v1/conversations/{response.json['id']}/messages", headers=auth
+    ).json["messages"]
     assert [(m["text"], m["status"]) for m in messages] == [("Is anyone there?", "failed")]
 
 
 def test_mattermost_403_is_201_failed_with_the_cause(client, auth, env, requests_mock):
-    requests_mock.post(POSTS, status_code=403, headers=JSON, json={
-        "id": "api.context.permissions.app_error", "message": "no", "detailed_error": "",
-        "request_id": "r", "status_code": 403})
+    requests_mock.post(
+        POSTS,
+        status_code=403,
+        headers=JSON,
+        json={
+            "id": "api.context.permissions.app_error",
+            "message": "no",
+            "detailed_error": "",
+            "request_id": "r",
+            "status_code": 403,
+        },
+    )
     response = start(client, auth)
     assert response.status_code == 201
     assert response.json["status"] == "failed"
     assert "@bridgebot" in response.json["error"]
 
 
-def test_inactive_environment_is_201_skipped_with_a_reason(client, auth, store, env,
-                                                          requests_mock):
+def test_inactive_environment_is_201_skipped_with_a_reason(client, auth, store, env, requests_mock):
     store.update_environment("test", active=0)
     response = start(client, auth)
     assert response.status_code == 201
@@ -254,10 +301,22 @@ def test_messages_page_with_after_until_empty(client, auth, store):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "m0")
     for i in range(1, 250):
         store.add_visitor_message("test", conversation["id"], "Ann", f"m{i}")
-    store.add_inbound_message(env="test", conversation_id=conversation["id"], direction="agent",
-                              author="Bo", text="reply", post_id="p1")
-    store.add_inbound_message(env="test", conversation_id=conversation["id"], direction="note",
-                              author="Bo", text="internal note", post_id="p2")
+    store.add_inbound_message(
+        env="test",
+        conversation_id=conversation["id"],
+        direction="agent",
+        author="Bo",
+        text="reply",
+        post_id="p1",
+    )
+    store.add_inbound_message(
+        env="test",
+        conversation_id=conversation["id"],
+        direction="note",
+        author="Bo",
+        text="internal note",
+        post_id="p2",
+    )
     url = f"/api/v1/conversations/{conversation['id']}/messages"
     seen, pages, after = [], [], None
     while True:
@@ -285,8 +344,11 @@ def test_messages_page_with_after_until_empty(client, auth, store):
 )
 def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
-    response = client.get(f"/api/v1/conversations/{conversation['id']}/messages",
-                          query_string={"after": after}, headers=auth)
+    response = client.get(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        query_string={"after": after},
+        headers=auth,
+    )
     assert response.status_code == 400
     assert "after" in response.json["error"]
 
@@ -295,8 +357,9 @@ def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
 
 
 def test_unmapped_notification_is_201_skipped_with_the_reason(client, auth, env, requests_mock):
-    response = client.post("/api/v1/notifications", json={"type": "refund", "text": "x"},
-                           headers=auth)
+    response = client.post(
+        "/api/v1/notifications", json={"type": "refund", "text": "x"}, headers=auth
+    )
     assert response.status_code == 201
     assert response.json["status"] == "skipped"
     assert "refund" in response.json["reason"]
@@ -305,8 +368,9 @@ def test_unmapped_notification_is_201_skipped_with_the_reason(client, auth, env,
 
 
 def test_mapped_notification_is_sent_to_its_channel(client, auth, mattermost):
-    response = client.post("/api/v1/notifications", json={"type": "order", "text": "Order #9"},
-                           headers=auth)
+    response = client.post(
+        "/api/v1/notifications", json={"type": "order", "text": "Order #9"}, headers=auth
+    )
     assert response.status_code == 201
     assert response.json["status"] == "sent"
     assert response.json["channel_id"] == ORDERS
@@ -316,8 +380,12 @@ def test_mapped_notification_is_sent_to_its_channel(client, auth, mattermost):
 
 @pytest.mark.parametrize(
     "body, field",
-    [({"text": "x"}, "type"), ({"type": "order"}, "text"), ({"type": 5, "text": "x"}, "type"),
-     ({"type": "t" * 65, "text": "x"}, "type")],
+    [
+        ({"text": "x"}, "type"),
+        ({"type": "order"}, "text"),
+        ({"type": 5, "text": "x"}, "type"),
+        ({"type": "t" * 65, "text": "x"}, "type"),
+    ],
 )
 def test_bad_notification_bodies_are_400(client, auth, body, field):
     response = client.post("/api/v1/notifications", json=body, headers=auth)

@@ -31,11 +31,13 @@ class Receiver:
         self.secret = secret
         self.status = 200
         self.calls: list[dict] = []
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True,
-                                   request_handler=_QuietHandler)
+        self._server = make_server(
+            "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
+        )
         self.url = f"http://127.0.0.1:{self._server.server_port}/bridge/replies"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def _app(self, environ, start_response):
@@ -43,20 +45,25 @@ class Receiver:
         body = request.get_data()
         timestamp = request.headers.get("X-Bridge-Timestamp", "")
         signature = request.headers.get("X-Bridge-Signature", "")
-        expected = "sha256=" + hmac.new(
-            self.secret.encode(), f"{timestamp}.{body.decode()}".encode(), hashlib.sha256
-        ).hexdigest()
+        expected = (
+            "sha256="
+            + hmac.new(
+                self.secret.encode(), f"{timestamp}.{body.decode()}".encode(), hashlib.sha256
+            ).hexdigest()
+        )
         fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) < 60
         valid = fresh and hmac.compare_digest(signature, expected)
-        self.calls.append({
-            "path": request.path,
-            "query": request.query_string.decode(),
-            "content_type": request.content_type,
-            "timestamp": timestamp,
-            "signature": signature,
-            "body": body,
-            "valid": valid,
-        })
+        self.calls.append(
+            {
+                "path": request.path,
+                "query": request.query_string.decode(),
+                "content_type": request.content_type,
+                "timestamp": timestamp,
+                "signature": signature,
+                "body": body,
+                "valid": valid,
+            }
+        )
         status = self.status if valid else 401
         return Response("{}", status, content_type="application/json")(environ, start_response)
 
@@ -79,8 +86,12 @@ def reply(store, receiver):
     store.update_environment("test", callback_url=receiver.url, callback_secret=SECRET, active=1)
     conversation, _ = store.create_conversation("test", "Ann", "", "order-77", "Hi")
     return store.add_inbound_message(
-        env="test", conversation_id=conversation["id"], direction="agent", author="Bo Agent",
-        text="Your order ships today.", post_id="mmpost0000000000000000001",
+        env="test",
+        conversation_id=conversation["id"],
+        direction="agent",
+        author="Bo Agent",
+        text="Your order ships today.",
+        post_id="mmpost0000000000000000001",
         delivery_status="pending",
     )
 
@@ -222,13 +233,17 @@ def test_unreachable_callback_url_is_logged_and_failed(store, reply, sender):
     assert store.message(reply["id"])["delivery_status"] == "failed"
 
 
-def test_log_target_leaves_out_the_callback_query_string(store, receiver, reply, sender):
-    store.update_environment("test", callback_url=receiver.url + "?key=hostapikey123")
-    assert sender.deliver(reply["id"])
-    assert receiver.calls[0]["query"] == "key=hostapikey123"
+def test_log_target_keeps_only_scheme_host_and_port(store, receiver, reply, sender):
+    # Slack- and Zapier-style hook URLs carry their secret in the path or user info.
+    url = (
+        receiver.url.replace("http://", "http://user:s3cret@") + "/T00/XYZsecret?key=hostapikey123"
+    )
+    store.update_environment("test", callback_url=url)
+    sender.deliver(reply["id"])
     (row,) = store.log_page(direction="callback")
-    assert row["target"] == receiver.url
-    assert "hostapikey123" not in repr(row)
+    assert row["target"] == receiver.url.split("/bridge")[0]
+    for secret in ("hostapikey123", "s3cret", "XYZsecret"):
+        assert secret not in repr(row)
 
 
 def test_closing_event_is_delivered_as_conversation_closed(store, receiver, sender):
@@ -236,8 +251,13 @@ def test_closing_event_is_delivered_as_conversation_closed(store, receiver, send
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
     store.close_conversation(conversation["id"])
     event = store.add_inbound_message(
-        env="test", conversation_id=conversation["id"], direction="event", author="Bo",
-        text="Bo closed the conversation.", post_id="p-close", delivery_status="pending",
+        env="test",
+        conversation_id=conversation["id"],
+        direction="event",
+        author="Bo",
+        text="Bo closed the conversation.",
+        post_id="p-close",
+        delivery_status="pending",
     )
     assert sender.deliver(event["id"])
     payload = json.loads(receiver.calls[0]["body"])

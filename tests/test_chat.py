@@ -10,20 +10,27 @@ SERVER = "https://chat.example.com"
 @pytest.fixture
 def chat(client, store, requests_mock):
     store.update_environment(
-        "test", server_url=SERVER, bot_token="t" * 26, bot_user_id="b" * 26,
-        bot_username="bridge-bot", bot_is_bot=1, mirror_channel_id="c" * 26, active=1,
+        "test",
+        server_url=SERVER,
+        bot_token="t" * 26,
+        bot_user_id="b" * 26,
+        bot_username="bridge-bot",
+        bot_is_bot=1,
+        mirror_channel_id="c" * 26,
+        active=1,
     )
     counter = iter(range(10**6))
-    requests_mock.post(f"{SERVER}/api/v4/posts", status_code=201,
-                       json=lambda request, context: {"id": f"{next(counter):026d}",
-                                                      "channel_id": "c" * 26},
-                       headers={"Content-Type": "application/json"})
+    requests_mock.post(
+        f"{SERVER}/api/v4/posts",
+        status_code=201,
+        json=lambda request, context: {"id": f"{next(counter):026d}", "channel_id": "c" * 26},
+        headers={"Content-Type": "application/json"},
+    )
     return client
 
 
 def start(client, **form):
-    return client.post("/chat/test/start", data={"name": "Vera", "email": "", "text": "Hi",
-                                                 **form})
+    return client.post("/chat/test/start", data={"name": "Vera", "email": "", "text": "Hi", **form})
 
 
 def test_starting_chats_is_rate_limited_per_client_address(chat):
@@ -32,8 +39,11 @@ def test_starting_chats_is_rate_limited_per_client_address(chat):
     refused = start(chat)
     assert refused.status_code == 429
     assert "Too many new chats" in refused.get_data(as_text=True)
-    other = chat.post("/chat/test/start", data={"name": "B", "text": "Hi"},
-                      environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    other = chat.post(
+        "/chat/test/start",
+        data={"name": "B", "text": "Hi"},
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
     assert other.status_code == 302
 
 
@@ -55,8 +65,11 @@ def test_closed_conversation_replaces_the_composer(chat, store):
     location = start(chat).headers["Location"]
     conversation_id = location.split("c=")[1]
     store.close_conversation(conversation_id)
-    response = chat.post(f"/chat/test/{conversation_id}/messages", data={"text": "hello?"},
-                         headers={"HX-Request": "true"})
+    response = chat.post(
+        f"/chat/test/{conversation_id}/messages",
+        data={"text": "hello?"},
+        headers={"HX-Request": "true"},
+    )
     body = response.get_data(as_text=True)
     assert "has been closed" in body and "<textarea" not in body
     poll = chat.get(f"/chat/test/{conversation_id}/messages?after=0")
@@ -68,3 +81,30 @@ def test_unknown_chat_link_shows_the_chat_page_not_the_admin(chat):
     body = response.get_data(as_text=True)
     assert response.status_code == 404
     assert "Start a new chat" in body and "Log out" not in body and "dashboard" not in body
+
+
+def test_host_api_conversations_are_not_open_on_the_chat_page(chat, store):
+    conversation, _ = store.create_conversation("test", "Hans", "", "", "via API")
+    assert chat.get(f"/chat/test?c={conversation['id']}").status_code == 404
+    sent = chat.post(f"/chat/test/{conversation['id']}/messages", data={"text": "hijack"})
+    assert sent.status_code == 404
+
+
+def test_inactive_environment_refuses_new_messages_in_an_open_chat(chat, store):
+    conversation_id = start(chat).headers["Location"].split("c=")[1]
+    store.update_environment("test", active=0)
+    response = chat.post(
+        f"/chat/test/{conversation_id}/messages",
+        data={"text": "still there?"},
+        headers={"HX-Request": "true"},
+    )
+    assert "not available right now" in response.get_data(as_text=True)
+    assert [m["text"] for m in store.messages_after(conversation_id)] == ["Hi"]
+
+
+def test_without_javascript_errors_are_shown_with_the_text_kept(chat):
+    conversation_id = start(chat).headers["Location"].split("c=")[1]
+    response = chat.post(f"/chat/test/{conversation_id}/messages", data={"text": "y" * 4001})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "at most 4000 characters" in body and "y" * 4001 in body

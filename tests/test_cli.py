@@ -25,8 +25,13 @@ def invoke(runner, *args):
 
 
 def app_error(status, message="error"):
-    return {"id": f"x.{status}", "message": message, "detailed_error": "",
-            "request_id": "r", "status_code": status}
+    return {
+        "id": f"x.{status}",
+        "message": message,
+        "detailed_error": "",
+        "request_id": "r",
+        "status_code": status,
+    }
 
 
 @pytest.fixture
@@ -43,18 +48,29 @@ def mattermost(requests_mock):
     def channel(request, context):
         context.headers.update(JSON)
         channel_id = CHANNEL.search(request.path).group("id")
-        return {"id": channel_id, "name": channel_id, "display_name": f"Channel {channel_id}",
-                "type": "O"}
+        return {
+            "id": channel_id,
+            "name": channel_id,
+            "display_name": f"Channel {channel_id}",
+            "type": "O",
+        }
 
     requests_mock.get(ME, json=me)
+    # A retry first asks whether Mattermost already has the post: here it never has.
+    requests_mock.get(
+        re.compile(r".*/api/v4/(posts/[^/]+/thread|channels/[^/]+/posts)"),
+        json={"order": [], "posts": {}},
+        headers=JSON,
+    )
     requests_mock.get(CHANNEL, json=channel)
     requests_mock.get(MEMBER, json={"user_id": BOT["id"]}, headers=JSON)
     return requests_mock
 
 
 def configure(runner, *args):
-    return invoke(runner, "configure", "test", "--server-url", SERVER,
-                  "--bot-token", GOOD_TOKEN, *args)
+    return invoke(
+        runner, "configure", "test", "--server-url", SERVER, "--bot-token", GOOD_TOKEN, *args
+    )
 
 
 # -- running the commands ---------------------------------------------------------------
@@ -92,20 +108,34 @@ def test_set_password_refuses_a_short_password(runner, store):
 
 
 def test_configure_with_a_wrong_token_fails_and_saves_nothing(runner, store, mattermost):
-    result = invoke(runner, "configure", "test", "--server-url", SERVER,
-                    "--bot-token", BAD_TOKEN, "--webhook-token", "hooktoken",
-                    "--channel", "ch1")
+    result = invoke(
+        runner,
+        "configure",
+        "test",
+        "--server-url",
+        SERVER,
+        "--bot-token",
+        BAD_TOKEN,
+        "--webhook-token",
+        "hooktoken",
+        "--channel",
+        "ch1",
+    )
     assert result.exit_code != 0
     assert "token" in result.output and "invalid" in result.output
     assert "nothing saved" in result.output
     assert BAD_TOKEN not in result.output
     settings = store.environment("test")
-    assert (settings["server_url"], settings["bot_token"], settings["webhook_token"],
-            settings["mirror_channel_id"], settings["bot_user_id"]) == ("", "", "", "", "")
+    assert (
+        settings["server_url"],
+        settings["bot_token"],
+        settings["webhook_token"],
+        settings["mirror_channel_id"],
+        settings["bot_user_id"],
+    ) == ("", "", "", "", "")
 
 
-def test_configure_with_an_unreachable_server_fails_and_saves_nothing(runner, store,
-                                                                      requests_mock):
+def test_configure_with_an_unreachable_server_fails_and_saves_nothing(runner, store, requests_mock):
     requests_mock.get(ME, exc=requests.exceptions.ConnectionError)
     result = configure(runner)
     assert result.exit_code != 0
@@ -122,8 +152,17 @@ def test_configure_needs_a_server_and_token_the_first_time(runner, store, reques
 
 
 def test_configure_with_a_good_token_stores_the_bot(runner, store, mattermost):
-    result = invoke(runner, "configure", "test", "--server-url", "chat.example.com/api/v4",
-                    "--bot-token", GOOD_TOKEN, "--webhook-token", "hooktoken")
+    result = invoke(
+        runner,
+        "configure",
+        "test",
+        "--server-url",
+        "chat.example.com/api/v4",
+        "--bot-token",
+        GOOD_TOKEN,
+        "--webhook-token",
+        "hooktoken",
+    )
     assert result.exit_code == 0, result.output
     assert "@bridgebot" in result.output and "9.11.0" in result.output
     settings = store.environment("test")
@@ -140,8 +179,17 @@ def test_configure_with_a_good_token_stores_the_bot(runner, store, mattermost):
 
 
 def test_options_not_given_keep_their_saved_values(runner, store, mattermost):
-    configure(runner, "--webhook-token", "hooktoken", "--channel", "ch1",
-              "--callback-url", "https://host.example.com/cb", "--callback-secret", "s")
+    configure(
+        runner,
+        "--webhook-token",
+        "hooktoken",
+        "--channel",
+        "ch1",
+        "--callback-url",
+        "https://host.example.com/cb",
+        "--callback-secret",
+        "s",
+    )
     result = invoke(runner, "configure", "test", "--callback-url", "")
     assert result.exit_code == 0, result.output
     settings = store.environment("test")
@@ -170,8 +218,7 @@ def test_notify_with_an_empty_channel_drops_the_type(runner, store, mattermost):
     assert store.environment("test")["notify_map"] == {"order": "ch1"}
 
 
-def test_notify_that_is_not_type_equals_channel_is_a_usage_error(runner, store,
-                                                                   mattermost):
+def test_notify_that_is_not_type_equals_channel_is_a_usage_error(runner, store, mattermost):
     result = configure(runner, "--notify", "order")
     assert result.exit_code == 2
     assert "TYPE=CHANNEL_ID" in result.output
@@ -179,17 +226,21 @@ def test_notify_that_is_not_type_equals_channel_is_a_usage_error(runner, store,
 
 
 def test_bad_server_url_is_a_usage_error(runner, requests_mock):
-    result = invoke(runner, "configure", "test", "--server-url", "ftp://x",
-                    "--bot-token", GOOD_TOKEN)
+    result = invoke(
+        runner, "configure", "test", "--server-url", "ftp://x", "--bot-token", GOOD_TOKEN
+    )
     assert result.exit_code == 2
     assert "--server-url" in result.output
     assert requests_mock.call_count == 0
 
 
-def test_channel_the_bot_is_not_a_member_of_is_saved_with_a_warning(runner, store,
-                                                                     mattermost):
-    mattermost.get(MEMBER, status_code=404, headers=JSON,
-                   json=app_error(404, "No channel member found for that user ID and channel ID."))
+def test_channel_the_bot_is_not_a_member_of_is_saved_with_a_warning(runner, store, mattermost):
+    mattermost.get(
+        MEMBER,
+        status_code=404,
+        headers=JSON,
+        json=app_error(404, "No channel member found for that user ID and channel ID."),
+    )
     result = configure(runner, "--channel", "supportch")
     assert result.exit_code == 0, result.output
     assert "not a member" in result.stderr
@@ -200,8 +251,11 @@ def test_channel_the_bot_is_not_a_member_of_is_saved_with_a_warning(runner, stor
 
 
 def test_private_mirror_channel_is_saved_with_a_webhook_warning(runner, store, mattermost):
-    mattermost.get(CHANNEL, headers=JSON,
-                   json={"id": "priv", "name": "priv", "display_name": "Private", "type": "P"})
+    mattermost.get(
+        CHANNEL,
+        headers=JSON,
+        json={"id": "priv", "name": "priv", "display_name": "Private", "type": "P"},
+    )
     result = configure(runner, "--channel", "priv")
     assert result.exit_code == 0, result.output
     assert "not a public channel" in result.stderr
@@ -216,12 +270,17 @@ def test_notification_channel_without_the_bot_is_warned_about(runner, store, mat
     assert store.environment("test")["notify_map"] == {"order": "ordersch"}
 
 
-def test_new_mirror_channel_that_cannot_be_read_does_not_keep_the_old_name(runner, store,
-                                                                           mattermost):
+def test_new_mirror_channel_that_cannot_be_read_does_not_keep_the_old_name(
+    runner, store, mattermost
+):
     configure(runner, "--channel", "first")
     assert store.environment("test")["mirror_channel_name"] == "Channel first"
-    mattermost.get(f"{SERVER}/api/v4/channels/second", status_code=403, headers=JSON,
-                   json=app_error(403, "You do not have the appropriate permissions."))
+    mattermost.get(
+        f"{SERVER}/api/v4/channels/second",
+        status_code=403,
+        headers=JSON,
+        json=app_error(403, "You do not have the appropriate permissions."),
+    )
     result = configure(runner, "--channel", "second")
     assert result.exit_code == 0, result.output
     assert "Warning" in result.stderr
@@ -254,8 +313,7 @@ def test_activate_and_deactivate_a_configured_environment(runner, store, matterm
 # -- api-key ------------------------------------------------------------------------------
 
 
-def test_api_key_prints_the_key_alone_on_the_last_line_and_replaces_the_old_one(runner,
-                                                                                client):
+def test_api_key_prints_the_key_alone_on_the_last_line_and_replaces_the_old_one(runner, client):
     first = invoke(runner, "api-key", "test")
     assert first.exit_code == 0, first.output
     old_key = first.stdout.rstrip("\n").splitlines()[-1]
@@ -288,11 +346,20 @@ def test_api_key_for_an_unknown_environment_is_a_usage_error(runner):
 def test_retry_sends_failed_messages_and_exits_non_zero_while_some_still_fail(
     runner, store, requests_mock
 ):
-    store.update_environment("test", server_url=SERVER, bot_token=GOOD_TOKEN,
-                             bot_user_id=BOT["id"], mirror_channel_id="ch1", active=1)
+    store.update_environment(
+        "test",
+        server_url=SERVER,
+        bot_token=GOOD_TOKEN,
+        bot_user_id=BOT["id"],
+        mirror_channel_id="ch1",
+        active=1,
+    )
     conversation, message = store.create_conversation("test", "Ann", "", "", "Hello")
     store.finish_message(message["id"], "failed", error="earlier failure")
     posts = f"{SERVER}/api/v4/posts"
+    requests_mock.get(
+        f"{SERVER}/api/v4/channels/ch1/posts", headers=JSON, json={"order": [], "posts": {}}
+    )  # not posted by an earlier attempt
 
     requests_mock.post(posts, status_code=403, headers=JSON, json=app_error(403))
     result = invoke(runner, "retry", "test")
@@ -330,3 +397,9 @@ def test_notify_type_with_a_space_is_refused_like_on_the_web_screen(runner, stor
     assert result.exit_code != 0
     assert "letters, digits" in result.output
     assert store.environment("test")["notify_map"] == {}
+
+
+def test_a_callback_url_without_a_secret_is_refused(runner, store, mattermost):
+    result = configure(runner, "--callback-url", "https://host.example.com/cb")
+    assert result.exit_code != 0 and "--callback-secret" in result.output
+    assert store.environment("test")["callback_url"] == ""

@@ -146,8 +146,15 @@ def test_client_accepts_a_server_url_with_api_path(mock, session):
 
 
 def test_401_is_unauthorized_and_says_the_token_is_invalid_or_revoked(mock, client):
-    _fail_post(mock, 401, app_error(401, "api.context.session_expired.app_error",
-                                    "Invalid or expired session, please login again."))
+    _fail_post(
+        mock,
+        401,
+        app_error(
+            401,
+            "api.context.session_expired.app_error",
+            "Invalid or expired session, please login again.",
+        ),
+    )
     with pytest.raises(mm.Unauthorized) as caught:
         client.create_post("ch1", "hi")
     message = str(caught.value)
@@ -159,8 +166,13 @@ def test_401_is_unauthorized_and_says_the_token_is_invalid_or_revoked(mock, clie
 
 
 def test_403_is_forbidden_and_keeps_the_server_message(mock, client):
-    _fail_post(mock, 403, app_error(403, "api.context.permissions.app_error",
-                                    "You do not have the appropriate permissions."))
+    _fail_post(
+        mock,
+        403,
+        app_error(
+            403, "api.context.permissions.app_error", "You do not have the appropriate permissions."
+        ),
+    )
     with pytest.raises(mm.Forbidden) as caught:
         client.create_post("ch1", "hi")
     assert "member of the channel" in str(caught.value)
@@ -169,8 +181,11 @@ def test_403_is_forbidden_and_keeps_the_server_message(mock, client):
 
 
 def test_400_is_bad_request(mock, client):
-    _fail_post(mock, 400, app_error(400, "api.post.create_post.root_id.app_error",
-                                    "Invalid RootId parameter."))
+    _fail_post(
+        mock,
+        400,
+        app_error(400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."),
+    )
     with pytest.raises(mm.BadRequest) as caught:
         client.create_post("ch1", "hi", root_id="nope")
     assert "Invalid RootId" in str(caught.value)
@@ -192,8 +207,9 @@ def test_404_is_not_found(mock, client):
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_5xx_is_a_retryable_server_error(mock, client, status):
-    _fail_post(mock, status,
-               app_error(status, "app.post.save.app_error", "Unable to save the post."))
+    _fail_post(
+        mock, status, app_error(status, "app.post.save.app_error", "Unable to save the post.")
+    )
     with pytest.raises(mm.ServerError) as caught:
         client.create_post("ch1", "hi")
     assert caught.value.retryable
@@ -209,14 +225,19 @@ def test_5xx_is_a_retryable_server_error(mock, client, status):
         ({}, 1.0),
     ],
 )
-def test_429_with_a_plain_text_body_is_rate_limited_with_retry_after(mock, client, headers,
-                                                                    expected):
+def test_429_with_a_plain_text_body_is_rate_limited_with_retry_after(
+    mock, client, headers, expected
+):
     mock.post(
         POSTS,
         status_code=429,
         text="limit exceeded\n",
-        headers={"Content-Type": "text/plain; charset=utf-8", "X-RateLimit-Limit": "10",
-                 "X-RateLimit-Remaining": "0", **headers},
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "X-RateLimit-Limit": "10",
+            "X-RateLimit-Remaining": "0",
+            **headers,
+        },
     )
     with pytest.raises(mm.RateLimited) as caught:
         client.create_post("ch1", "hi")
@@ -228,16 +249,24 @@ def test_429_with_a_plain_text_body_is_rate_limited_with_retry_after(mock, clien
 def test_429_with_an_epoch_reset_becomes_seconds_from_now(mock, client):
     import time
 
-    mock.post(POSTS, status_code=429, text="limit exceeded\n",
-              headers={"X-RateLimit-Reset": str(int(time.time()) + 5)})
+    mock.post(
+        POSTS,
+        status_code=429,
+        text="limit exceeded\n",
+        headers={"X-RateLimit-Reset": str(int(time.time()) + 5)},
+    )
     with pytest.raises(mm.RateLimited) as caught:
         client.create_post("ch1", "hi")
     assert 3.0 <= caught.value.retry_after <= 5.0
 
 
 @pytest.mark.parametrize(
-    "exc", [requests.exceptions.ConnectionError, requests.exceptions.ConnectTimeout,
-            requests.exceptions.ReadTimeout],
+    "exc",
+    [
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ConnectTimeout,
+        requests.exceptions.ReadTimeout,
+    ],
 )
 def test_no_answer_is_unreachable_and_retryable(mock, client, exc):
     mock.post(POSTS, exc=exc)
@@ -263,8 +292,12 @@ def test_tls_error_is_a_tls_failure(mock, client):
 
 @pytest.mark.parametrize("status", [200, 404])
 def test_html_page_without_version_header_is_not_mattermost(mock, client, status):
-    mock.get(ME, status_code=status, text="<html><body>Welcome to nginx!</body></html>",
-             headers={"Content-Type": "text/html"})
+    mock.get(
+        ME,
+        status_code=status,
+        text="<html><body>Welcome to nginx!</body></html>",
+        headers={"Content-Type": "text/html"},
+    )
     with pytest.raises(mm.NotMattermost) as caught:
         client.me()
     assert "server URL" in str(caught.value)
@@ -286,8 +319,12 @@ def test_redirect_is_not_followed_and_reported(mock, client):
 def test_proxy_502_page_while_mattermost_restarts_is_a_retryable_server_error(mock, client):
     # nginx in front of Mattermost answers 502 with its own HTML page (no
     # X-Version-Id) while Mattermost restarts: a passing outage, not a wrong URL.
-    mock.post(POSTS, status_code=502, text="<html><h1>502 Bad Gateway</h1></html>",
-              headers={"Content-Type": "text/html"})
+    mock.post(
+        POSTS,
+        status_code=502,
+        text="<html><h1>502 Bad Gateway</h1></html>",
+        headers={"Content-Type": "text/html"},
+    )
     with pytest.raises(mm.MattermostError) as caught:
         client.create_post("ch1", "hi")
     assert isinstance(caught.value, mm.ServerError)
@@ -295,8 +332,12 @@ def test_proxy_502_page_while_mattermost_restarts_is_a_retryable_server_error(mo
 
 
 def test_json_content_type_with_a_body_that_is_not_json_is_not_mattermost(mock, client):
-    mock.post(POSTS, status_code=201, text="<html>oops</html>",
-              headers={"Content-Type": "application/json"})
+    mock.post(
+        POSTS,
+        status_code=201,
+        text="<html>oops</html>",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(mm.NotMattermost):
         client.create_post("ch1", "hi")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import requests
@@ -58,6 +59,14 @@ def session():
 @pytest.fixture
 def mock(session):
     with rm.Mocker(session=session) as mocker:
+        # A retry first asks whether Mattermost already has the post: by default it has not.
+        empty = {"order": [], "posts": {}}
+        json_headers = {"X-Version-Id": "9.11.0", "Content-Type": "application/json"}
+        mocker.get(
+            re.compile(r".*/api/v4/(posts/[^/]+/thread|channels/[^/]+/posts)"),
+            json=empty,
+            headers=json_headers,
+        )
         yield mocker
 
 
@@ -106,7 +115,11 @@ def test_new_conversation_becomes_a_root_post_and_the_next_message_a_reply(mock,
     assert reply_body["root_id"] == conversation["root_post_id"]
     assert reply_body["channel_id"] == MIRROR
     assert "Anyone?" in reply_body["message"]
-    assert reply_body["props"] == {"bridge_message_id": str(reply["id"]), "bridge_part": "0"}
+    assert reply_body["props"] == {
+        "bridge_message_id": str(reply["id"]),
+        "bridge_key": reply["pending_key"],
+        "bridge_part": "0",
+    }
 
 
 def test_every_post_carries_a_pending_post_id_from_the_message(mock, sender, store):
@@ -321,7 +334,7 @@ def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, 
     first_part = {
         "id": message["chunk_post_ids"][0],
         "root_id": "",
-        "props": {"bridge_message_id": str(message["id"]), "bridge_part": "0"},
+        "props": {"bridge_key": message["pending_key"], "bridge_part": "0"},
     }
     mock.get(
         f"{SERVER}/api/v4/posts/{first_part['id']}/thread",
@@ -349,7 +362,7 @@ def test_retry_after_a_lost_answer_finds_the_post_in_the_thread_and_posts_nothin
     landed = {
         "id": "x" * 26,
         "root_id": conversation["root_post_id"],
-        "props": {"bridge_message_id": str(reply["id"]), "bridge_part": "0"},
+        "props": {"bridge_key": reply["pending_key"], "bridge_part": "0"},
     }
     mock.get(
         f"{SERVER}/api/v4/posts/{conversation['root_post_id']}/thread",
@@ -482,3 +495,40 @@ def test_test_message_needs_a_configured_environment(mock, store, session):
     assert not result.ok
     assert "authentication" in result.error
     assert mock.call_count == 0
+
+
+def test_root_post_retried_late_is_found_among_the_channels_recent_posts(mock, sender, store):
+    mock.post(POSTS, exc=requests.exceptions.ReadTimeout)  # posted, but the answer was lost
+    conversation, message = sender.start_conversation("test", "Ann", "Hello?")
+    assert message["status"] == "failed"
+    landed = {
+        "id": "r" * 26,
+        "root_id": "",
+        "channel_id": MIRROR,
+        "props": {"bridge_key": message["pending_key"], "bridge_part": "0"},
+    }
+    mock.get(
+        f"{SERVER}/api/v4/channels/{MIRROR}/posts",
+        json={"order": [landed["id"]], "posts": {landed["id"]: landed}},
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test")["sent"] == 1
+    assert posted(mock) == []
+    assert store.conversation(conversation["id"])["root_post_id"] == "r" * 26
+    since = int(mock.request_history[0].qs["since"][0])
+    assert since <= message["created_at"] * 1000
+
+
+def test_conversation_begun_while_inactive_is_mirrored_after_activation(mock, sender, store):
+    store.update_environment("test", active=0)
+    conversation, first = sender.start_conversation("test", "Ann", "Anyone there?")
+    assert first["status"] == "skipped"
+    store.update_environment("test", active=1)
+    mock.post(POSTS, json=created)
+    reply = sender.add_visitor_message("test", conversation["id"], "Hello again")
+    assert reply["status"] == "sent"
+    root, second = posted(mock)
+    assert "root_id" not in root and "Anyone there?" in root["message"]
+    assert second["root_id"] == store.conversation(conversation["id"])["root_post_id"]

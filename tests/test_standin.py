@@ -105,8 +105,11 @@ def test_requests_without_a_valid_token_get_401_session_expired(mm, http):
     token_scheme = {"Authorization": f"Token {mm.bot['token']}"}
     assert http.get(url, headers=token_scheme, timeout=TIMEOUT).status_code == 200
     mm.revoke_token(mm.bot["token"])
-    assert_app_error(http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT), 401,
-                     "api.context.session_expired.app_error")
+    assert_app_error(
+        http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT),
+        401,
+        "api.context.session_expired.app_error",
+    )
     assert http.get(f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT).json()["status"] == "OK"
 
 
@@ -118,8 +121,9 @@ def test_users_me_returns_the_bot_with_version_header_and_no_token(mm, http):
     assert (me["id"], me["username"], me["is_bot"]) == (mm.bot["id"], "bridge-bot", True)
     assert mm.bot["token"] not in response.text
 
-    alice = http.get(f"{mm.url}/api/v4/users/{mm.agent['id']}", headers=bearer(mm.bot),
-                     timeout=TIMEOUT).json()
+    alice = http.get(
+        f"{mm.url}/api/v4/users/{mm.agent['id']}", headers=bearer(mm.bot), timeout=TIMEOUT
+    ).json()
     assert (alice["first_name"], alice["last_name"]) == ("Alice", "Agent")
     assert "is_bot" not in alice  # Go omitempty
     unknown = http.get(f"{mm.url}/api/v4/users/{'a' * 26}", headers=bearer(mm.bot), timeout=TIMEOUT)
@@ -131,25 +135,38 @@ def test_channel_list_includes_the_dm_but_not_archived_or_unjoined_channels(mm, 
     url = f"{mm.url}/api/v4/users/me/teams/{mm.team['id']}/channels"
     channels = http.get(url, headers=bearer(mm.bot), timeout=TIMEOUT).json()
     by_name = {channel["name"]: channel for channel in channels}
-    assert set(by_name) == {"town-square", "support", "sales", "billing", "private-ops",
-                            mm.dm_channel["name"]}
+    assert set(by_name) == {
+        "town-square",
+        "support",
+        "sales",
+        "billing",
+        "private-ops",
+        mm.dm_channel["name"],
+    }
     assert by_name[mm.dm_channel["name"]]["type"] == "D"
     assert by_name[mm.dm_channel["name"]]["team_id"] == ""
     assert mm.dm_channel["name"] == f"{mm.bot['id']}__{mm.agent['id']}"
 
-    with_deleted = http.get(url, params={"include_deleted": "true"}, headers=bearer(mm.bot),
-                            timeout=TIMEOUT).json()
+    with_deleted = http.get(
+        url, params={"include_deleted": "true"}, headers=bearer(mm.bot), timeout=TIMEOUT
+    ).json()
     assert "archived" in {channel["name"] for channel in with_deleted}
     other = url.replace("/me/", f"/{mm.agent['id']}/")
-    assert_app_error(http.get(other, headers=bearer(mm.bot), timeout=TIMEOUT), 403,
-                     "api.context.permissions.app_error")
+    assert_app_error(
+        http.get(other, headers=bearer(mm.bot), timeout=TIMEOUT),
+        403,
+        "api.context.permissions.app_error",
+    )
 
 
 def test_channel_member_is_404_when_the_bot_has_not_joined(mm, http):
     def member(channel_name):
         channel_id = mm.channels[channel_name]["id"]
-        return http.get(f"{mm.url}/api/v4/channels/{channel_id}/members/me",
-                        headers=bearer(mm.bot), timeout=TIMEOUT)
+        return http.get(
+            f"{mm.url}/api/v4/channels/{channel_id}/members/me",
+            headers=bearer(mm.bot),
+            timeout=TIMEOUT,
+        )
 
     assert member("support").json()["user_id"] == mm.bot["id"]
     assert_app_error(member("not-joined"), 404, "app.channel.get_member.missing.app_error")
@@ -164,8 +181,9 @@ def test_bot_post_is_created_with_201_and_from_bot_prop(mm, http):
     assert post["props"]["from_bot"] == "true"
     assert mm.posts_in(mm.channels["support"]["id"])[-1]["id"] == post["id"]
 
-    fetched = http.get(f"{mm.url}/api/v4/posts/{post['id']}", headers=bearer(mm.bot),
-                       timeout=TIMEOUT)
+    fetched = http.get(
+        f"{mm.url}/api/v4/posts/{post['id']}", headers=bearer(mm.bot), timeout=TIMEOUT
+    )
     assert fetched.json()["create_at"] == post["create_at"]
 
 
@@ -173,8 +191,9 @@ def test_thread_lists_root_and_replies_newest_first(mm, http):
     root = create_post(http, mm, mm.bot, "support", "root").json()
     first = mm.user_post(mm.agent, mm.channels["support"]["id"], "one", root_id=root["id"])
     second = mm.user_post(mm.agent, mm.channels["support"]["id"], "two", root_id=root["id"])
-    thread = http.get(f"{mm.url}/api/v4/posts/{first['id']}/thread", headers=bearer(mm.bot),
-                      timeout=TIMEOUT).json()
+    thread = http.get(
+        f"{mm.url}/api/v4/posts/{first['id']}/thread", headers=bearer(mm.bot), timeout=TIMEOUT
+    ).json()
     assert thread["order"] == [second["id"], first["id"], root["id"]]
     assert thread["posts"][root["id"]]["reply_count"] == 2
     assert (thread["next_post_id"], thread["prev_post_id"], thread["has_next"]) == ("", "", False)
@@ -248,8 +267,9 @@ def test_pending_post_id_still_in_flight_gets_500_pending(mm):
     body = {"channel_id": mm.channels["support"]["id"], "message": "slow", "pending_post_id": "p2"}
 
     def post():
-        return requests.post(f"{mm.url}/api/v4/posts", json=body, headers=bearer(mm.bot),
-                             timeout=TIMEOUT)
+        return requests.post(
+            f"{mm.url}/api/v4/posts", json=body, headers=bearer(mm.bot), timeout=TIMEOUT
+        )
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(post)
@@ -275,20 +295,35 @@ def test_webhook_fires_for_the_bots_own_post_form_encoded_without_root_id(mm, ht
     assert call["user_agent"] == "Mattermost-Bot/1.1"
     fields = parse_qs(call["body"], keep_blank_values=True)
     form = {key: values[0] for key, values in fields.items()}
-    assert set(form) == {"token", "team_id", "team_domain", "channel_id", "channel_name",
-                         "timestamp", "user_id", "user_name", "post_id", "text",
-                         "trigger_word", "file_ids"}
+    assert set(form) == {
+        "token",
+        "team_id",
+        "team_domain",
+        "channel_id",
+        "channel_name",
+        "timestamp",
+        "user_id",
+        "user_name",
+        "post_id",
+        "text",
+        "trigger_word",
+        "file_ids",
+    }
     assert form["token"] == token and len(token) == 26
     assert form["timestamp"] == str(reply["create_at"] // 1000)
-    assert (form["post_id"], form["user_name"], form["text"]) == (reply["id"], "bridge-bot",
-                                                                  "in thread")
+    assert (form["post_id"], form["user_name"], form["text"]) == (
+        reply["id"],
+        "bridge-bot",
+        "in thread",
+    )
     assert mm.webhook_deliveries[1]["payload"] == form
     assert mm.webhook_deliveries[1]["status"] == 200
 
 
 def test_json_webhook_timestamp_is_in_milliseconds(mm, receiver):
-    mm.add_outgoing_webhook(mm.channels["sales"]["id"], receiver.url,
-                            content_type="application/json")
+    mm.add_outgoing_webhook(
+        mm.channels["sales"]["id"], receiver.url, content_type="application/json"
+    )
     post = mm.user_post(mm.agent, mm.channels["sales"]["id"], "hi from alice")
     mm.wait_for_webhooks()
     payload = json.loads(receiver.calls[0]["body"])

@@ -129,8 +129,14 @@ def test_messages_after_pages_oldest_first_and_hides_notes(store):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "m0")
     for i in range(1, 5):
         store.add_visitor_message("test", conversation["id"], "Ann", f"m{i}")
-    store.add_inbound_message(env="test", conversation_id=conversation["id"], direction="note",
-                              author="Bo", text="internal", post_id="p-note")
+    store.add_inbound_message(
+        env="test",
+        conversation_id=conversation["id"],
+        direction="note",
+        author="Bo",
+        text="internal",
+        post_id="p-note",
+    )
     page = store.messages_after(conversation["id"], 0, limit=2, visitor_view=True)
     assert [row["text"] for row in page] == ["m0", "m1"]
     page = store.messages_after(conversation["id"], page[-1]["id"], limit=10, visitor_view=True)
@@ -141,8 +147,14 @@ def test_messages_after_pages_oldest_first_and_hides_notes(store):
 
 def test_inbound_post_is_stored_once(store):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
-    fields = {"env": "test", "conversation_id": conversation["id"], "direction": "agent",
-              "author": "Bo", "text": "Hello Ann", "post_id": "mmpost1"}
+    fields = {
+        "env": "test",
+        "conversation_id": conversation["id"],
+        "direction": "agent",
+        "author": "Bo",
+        "text": "Hello Ann",
+        "post_id": "mmpost1",
+    }
     first = store.add_inbound_message(**fields)
     assert first is not None
     assert first["status"] == "sent"
@@ -156,18 +168,36 @@ def test_inbound_post_is_stored_once(store):
 def test_the_same_post_id_in_the_other_environment_is_a_different_post(store):
     test_conv, _ = store.create_conversation("test", "Ann", "", "", "Hi")
     prod_conv, _ = store.create_conversation("production", "Ann", "", "", "Hi")
-    assert store.add_inbound_message(env="test", conversation_id=test_conv["id"],
-                                     direction="agent", author="Bo", text="x", post_id="same")
-    assert store.add_inbound_message(env="production", conversation_id=prod_conv["id"],
-                                     direction="agent", author="Bo", text="x", post_id="same")
+    assert store.add_inbound_message(
+        env="test",
+        conversation_id=test_conv["id"],
+        direction="agent",
+        author="Bo",
+        text="x",
+        post_id="same",
+    )
+    assert store.add_inbound_message(
+        env="production",
+        conversation_id=prod_conv["id"],
+        direction="agent",
+        author="Bo",
+        text="x",
+        post_id="same",
+    )
     assert not store.inbound_post_seen("test", "other")
 
 
 def test_inbound_message_with_a_callback_is_due_for_delivery(store):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
-    message = store.add_inbound_message(env="test", conversation_id=conversation["id"],
-                                        direction="agent", author="Bo", text="x",
-                                        post_id="p1", delivery_status="pending")
+    message = store.add_inbound_message(
+        env="test",
+        conversation_id=conversation["id"],
+        direction="agent",
+        author="Bo",
+        text="x",
+        post_id="p1",
+        delivery_status="pending",
+    )
     assert store.due_delivery_ids("test") == [message["id"]]
     assert store.claim_delivery(message["id"])
     assert not store.claim_delivery(message["id"], ignore_schedule=True)
@@ -230,9 +260,19 @@ def test_log_page_filters_by_environment_direction_and_outcome(store):
 
 
 def test_log_keeps_every_field_and_caps_long_errors(store):
-    row_id = store.log(env="test", direction="inbound", action="webhook", outcome="rejected",
-                       target="ch", http_status=403, duration_ms=1.5, error="x" * 5000,
-                       conversation_id="c1", message_id=7, post_id="p1")
+    row_id = store.log(
+        env="test",
+        direction="inbound",
+        action="webhook",
+        outcome="rejected",
+        target="ch",
+        http_status=403,
+        duration_ms=1.5,
+        error="x" * 5000,
+        conversation_id="c1",
+        message_id=7,
+        post_id="p1",
+    )
     (row,) = store.log_page()
     assert row["id"] == row_id
     assert (row["http_status"], row["duration_ms"], row["message_id"]) == (403, 1.5, 7)
@@ -259,3 +299,13 @@ def test_prune_log_deletes_rows_older_than_the_age(store):
     assert store.prune_log(7) == 1
     assert [row["id"] for row in store.log_page()] == [fresh]
     assert store.prune_log(7) == 0
+
+
+def test_live_tail_pages_through_a_burst_instead_of_skipping_it(store):
+    first = store.log(env="test", direction="inbound", action="webhook", outcome="ok")
+    for _ in range(120):
+        store.log(env="test", direction="inbound", action="webhook", outcome="ok")
+    page = store.log_page(after_id=first, limit=50)
+    assert [row["id"] for row in page] == list(range(first + 50, first, -1))  # newest first
+    following = store.log_page(after_id=page[0]["id"], limit=50)
+    assert following[-1]["id"] == page[0]["id"] + 1

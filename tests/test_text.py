@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bridge.text import ZERO_WIDTH_SPACE, neutralize_mentions, one_line, split_text
+from bridge.text import ZERO_WIDTH_SPACE, iso_time, neutralize_mentions, split_text
 
 SYSTEM_MENTIONS = {"@channel", "@here", "@all"}
 
@@ -183,8 +183,7 @@ def test_split_rejects_a_limit_below_two():
         split_text("abc", 1)
 
 
-def test_one_line_flattens_and_shortens():
-    assert one_line("a\n  b\tc") == "a b c"
-    preview = one_line("x" * 100, limit=10)
-    assert len(preview) == 10
-    assert preview.endswith("…")
+def test_iso_time_is_utc_with_milliseconds():
+    assert iso_time(0) == "1970-01-01T00:00:00.000Z"
+    assert iso_time(1.5) == "1970-01-01T00:00:01.500Z"
+    assert iso_time(None) is None

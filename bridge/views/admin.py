@@ -18,10 +18,10 @@ from ..integration import (
     NOTIFICATION_TYPE_RULE,
     activation_problems,
     channel_groups,
-    channel_label,
     logged_client,
     mask_secret,
     new_api_key,
+    team_channel_label,
     valid_notification_type,
     verify_bot,
 )
@@ -184,7 +184,7 @@ def env_verify(env: str):
 
 
 def _verify(settings: dict, server_url: str, token: str, *, remember: bool = True) -> dict:
-    """Ask Mattermost who ``token`` is; with ``remember``, update the saved bot identity."""
+    """Ask Mattermost who ``token`` is; with ``remember``, a success refreshes the saved bot."""
     store = get_store()
     client = logged_client(
         store,
@@ -196,10 +196,8 @@ def _verify(settings: dict, server_url: str, token: str, *, remember: bool = Tru
     try:
         identity = verify_bot(client)
     except mm.MattermostError as exc:
-        if remember:
-            store.update_environment(
-                settings["name"], bot_user_id="", bot_username="", bot_is_bot=0, verified_at=None
-            )
+        # The saved identity stays: the loop guard needs the bot's id even while
+        # Mattermost is down, and the failure itself is in the log.
         return {"ok": False, "summary": str(exc), "error_class": type(exc).__name__}
     if remember:
         store.update_environment(settings["name"], **identity.as_fields())
@@ -222,7 +220,11 @@ def _masked(settings: dict) -> dict:
 
 def inbound_url(env: str) -> str:
     """The address Mattermost's outgoing webhook must call."""
-    path = url_for("hooks.receive", env=env)
+    return public_url(url_for("hooks.receive", env=env))
+
+
+def public_url(path: str) -> str:
+    """A path of this app as others reach it: BRIDGE_PUBLIC_URL, else this request's host."""
     base = current_app.config["PUBLIC_URL"]
     if base:
         return base + path[len(request.script_root) :]
@@ -245,7 +247,7 @@ def env_config(env: str):
         rows = _notify_rows(request.form)
         callback_url = request.form.get("callback_url", "").strip()
         callback_secret = request.form.get("callback_secret", "").strip()
-        errors = _config_errors(settings, known, mirror_id, rows, callback_url)
+        errors = _config_errors(settings, known, mirror_id, rows, callback_url, callback_secret)
         if not errors:
             notify_map = {kind: channel for kind, channel in rows if channel}
             names = _channel_names(settings, known, [mirror_id, *notify_map.values()])
@@ -303,7 +305,7 @@ def _channel_names(settings: dict, known: dict, channel_ids: list[str]) -> dict[
     names = {}
     for channel_id in channel_ids:
         if channel_id in known:
-            names[channel_id] = channel_label(known[channel_id])
+            names[channel_id] = team_channel_label(known[channel_id])
         elif channel_id in settings["channel_names"]:
             names[channel_id] = settings["channel_names"][channel_id]
         elif channel_id and channel_id == settings["mirror_channel_id"]:
@@ -332,7 +334,7 @@ def _notify_rows(form) -> list[tuple[str, str]]:
     return rows
 
 
-def _config_errors(settings, known, mirror_id, rows, callback_url) -> list[str]:
+def _config_errors(settings, known, mirror_id, rows, callback_url, callback_secret) -> list[str]:
     errors = []
     allowed = set(known) | {settings["mirror_channel_id"]} | set(settings["notify_map"].values())
     if mirror_id and mirror_id not in allowed:
@@ -350,13 +352,17 @@ def _config_errors(settings, known, mirror_id, rows, callback_url) -> list[str]:
             errors.append(f"The channel for {kind!r} is not one the bot is a member of.")
     if callback_url and not re.match(r"^https?://[^\s/]+", callback_url):
         errors.append("The reply callback URL must start with http:// or https://.")
+    if callback_url and not (callback_secret or settings["callback_secret"]):
+        errors.append(
+            "Set a callback secret: without one the host cannot tell the bridge's "
+            "callbacks from forged ones."
+        )
     return errors
 
 
 def _embed_snippet(env: str) -> str:
-    if "chat.page" not in current_app.view_functions:
-        return ""
-    src = url_for("chat.page", env=env, _external=True)
+    """The iframe for the host's site, at the address visitors reach the bridge at."""
+    src = public_url(url_for("chat.page", env=env))
     return (
         f'<iframe src="{src}" title="Chat with us" '
         'style="width:380px;height:560px;border:1px solid #ccc;border-radius:8px"></iframe>'

@@ -6,7 +6,6 @@ kept, and its ``status`` says what happened (201 either way).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -16,6 +15,7 @@ from ..errors import ApiError
 from ..openapi import SPEC
 from ..sender import ConversationClosed
 from ..store import NotFound
+from ..text import iso_time
 from . import parse_id
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -93,16 +93,6 @@ def _conversation(conversation_id: str) -> dict[str, Any]:
 # -- responses --------------------------------------------------------------------------
 
 
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return (
-        datetime.fromtimestamp(timestamp, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 def _delivery(message: dict[str, Any]) -> dict[str, Any]:
     """``status`` plus ``error`` or ``reason`` when there is one."""
     result: dict[str, Any] = {"status": message["status"]}
@@ -121,8 +111,8 @@ def _conversation_json(conversation: dict[str, Any]) -> dict[str, Any]:
         "external_id": conversation["external_id"],
         "root_post_id": conversation["root_post_id"],
         "channel_id": conversation["channel_id"],
-        "created_at": iso(conversation["created_at"]),
-        "closed_at": iso(conversation["closed_at"]),
+        "created_at": iso_time(conversation["created_at"]),
+        "closed_at": iso_time(conversation["closed_at"]),
     }
 
 
@@ -196,7 +186,7 @@ def list_messages(conversation_id: str):
             "direction": row["direction"],
             "author": row["author"],
             "text": row["text"],
-            "created_at": iso(row["created_at"]),
+            "created_at": iso_time(row["created_at"]),
             "status": row["status"],
         }
         for row in rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import re
 
 from flask import (
     Blueprint,
@@ -24,6 +25,9 @@ from .. import htmx
 from ..db import get_store
 
 bp = Blueprint("auth", __name__)
+# A path on this site: one "/", then no "/" or "\\", and only printable ASCII
+# (browsers drop tabs and newlines, so "/\t/evil.example" would become "//evil.example").
+LOCAL_PATH = re.compile(r"/(?![/\\])[!-~]*")
 
 
 class SetupForm(FlaskForm):
@@ -119,6 +123,6 @@ def logout():
 
 def _safe_next(target: str | None) -> str:
     """Only local paths: a login link must not bounce the admin to another site."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+    if target and LOCAL_PATH.fullmatch(target):
         return request.script_root + target
     return url_for("admin.dashboard")

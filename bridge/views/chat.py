@@ -29,10 +29,14 @@ POLL_SECONDS = 2
 
 
 def _conversation_or_404(env: str, conversation_id: str) -> dict:
+    """A conversation started on this page; the host API's ones stay the host's."""
     try:
-        return get_store().conversation(conversation_id, env=env)
+        conversation = get_store().conversation(conversation_id, env=env)
     except NotFound:
+        conversation = None
+    if conversation is None or conversation["source"] != "chat":
         abort(404, "This chat does not exist (any more).")
+    return conversation
 
 
 def _limited(kind: str, limit: int) -> bool:
@@ -45,19 +49,25 @@ def page(env: str):
     settings = get_store().environment(env)
     conversation_id = request.args.get("c", "")
     if conversation_id:
-        conversation = _conversation_or_404(env, conversation_id)
-        messages = get_store().messages_after(conversation_id, 0, limit=500, visitor_view=True)
-        return render_template(
-            "chat/conversation.html",
-            env=env,
-            conversation=conversation,
-            messages=messages,
-            newest_id=messages[-1]["id"] if messages else 0,
-            poll_seconds=POLL_SECONDS,
-        )
+        return _conversation_page(env, _conversation_or_404(env, conversation_id))
     return render_template(
         "chat/start.html", env=env, available=settings["active"], errors=[], form={}
     )
+
+
+def _conversation_page(env: str, conversation: dict, errors=(), text: str = "", status=200):
+    messages = get_store().messages_after(conversation["id"], 0, limit=500, visitor_view=True)
+    body = render_template(
+        "chat/conversation.html",
+        env=env,
+        conversation=conversation,
+        messages=messages,
+        newest_id=messages[-1]["id"] if messages else 0,
+        poll_seconds=POLL_SECONDS,
+        errors=list(errors),
+        text=text,
+    )
+    return body, status
 
 
 @bp.post(f"/{ENV}/start")
@@ -69,16 +79,18 @@ def start(env: str):
         "text": request.form.get("text", "").strip(),
     }
     errors = _start_errors(form)
+    status = 400
     if not settings["active"]:
         errors.append("Chat is not available right now. Please try again later.")
     if not errors and _limited("start", STARTS_PER_WINDOW):
         errors.append("Too many new chats from your address. Please wait a few minutes.")
+        status = 429
     if errors:
         return render_template(
             "chat/start.html", env=env, available=settings["active"], errors=errors, form=form
-        ), 429 if "Too many" in errors[-1] else 400
+        ), status
     conversation, _ = get_sender().start_conversation(
-        env, form["name"], form["text"], visitor_email=form["email"]
+        env, form["name"], form["text"], visitor_email=form["email"], source="chat"
     )
     return redirect(url_for("chat.page", env=env, c=conversation["id"]))
 
@@ -108,6 +120,9 @@ def send(env: str, conversation_id: str):
     conversation = _conversation_or_404(env, conversation_id)
     text = request.form.get("text", "").strip()
     errors = _text_errors(text)
+    if not errors and not get_store().environment(env)["active"]:
+        # Kept but never posted would look sent to the visitor: say so instead.
+        errors = ["Chat is not available right now. Please try again later."]
     if not errors and _limited("message", MESSAGES_PER_WINDOW):
         errors = ["You are sending messages too fast. Please wait a moment."]
     if not errors:
@@ -126,6 +141,8 @@ def send(env: str, conversation_id: str):
             errors=errors,
             text=text if errors else "",
         )
+    if errors:  # without JavaScript: the page again, with the errors and the text
+        return _conversation_page(env, conversation, errors, text, status=400)
     return redirect(url_for("chat.page", env=env, c=conversation["id"]))
 
 

@@ -51,7 +51,7 @@ def page():
         "directions": DIRECTIONS,
         "outcomes": OUTCOMES,
     }
-    if htmx and not htmx.boosted:
+    if htmx and not htmx.boosted and not htmx.history_restore_request:
         return render_template("log/_table.html", **context)
     return render_template("log/page.html", **context)
 
