@@ -9,6 +9,7 @@ admin can act on; the token never appears in one.
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import threading
 import time
@@ -34,6 +35,9 @@ def shared_session() -> requests.Session:
         if _session is None or _session_pid != os.getpid():
             _session = requests.Session()
             _session.headers["User-Agent"] = "mattermost-bridge/0.1"
+            # Shared by both environments and the host callbacks: keep no cookies,
+            # so nothing one server sets is ever sent to another.
+            _session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             _session_pid = os.getpid()
         return _session
 
