@@ -100,24 +100,38 @@ def test_loopback_inbound_url_warns_that_mattermost_cannot_reach_it(admin):
     assert "loopback address" in page
 
 
-def test_public_url_sets_the_inbound_url(tmp_path, runner):
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "k",
-            "DATABASE": str(tmp_path / "b.db"),
-            "WTF_CSRF_ENABLED": False,
-            "PUBLIC_URL": "https://bridge.example.com",
-            "ADMIN_PASSWORD": "password123",
-        }
-    )
-    Store(app.config["DATABASE"]).migrate()
-    client = app.test_client()
-    client.post("/login", data={"name": "Ada", "password": "password123"})
+@pytest.fixture
+def public_admin(tmp_path):
+    """An admin client of an app that knows its public address."""
+
+    def make(public_url: str):
+        app = create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "k",
+                "DATABASE": str(tmp_path / "b.db"),
+                "WTF_CSRF_ENABLED": False,
+                "PUBLIC_URL": public_url,
+                "ADMIN_PASSWORD": "password123",
+            }
+        )
+        Store(app.config["DATABASE"]).migrate()
+        client = app.test_client()
+        client.post("/login", data={"name": "Ada", "password": "password123"})
+        made.append(app.config["DATABASE"])
+        return client
+
+    made: list[str] = []
+    yield make
+    for path in made:
+        close_shared_connection(path)
+
+
+def test_public_url_sets_the_inbound_url(public_admin):
+    client = public_admin("https://bridge.example.com")
     page = client.get("/env/production/auth").get_data(as_text=True)
     assert "https://bridge.example.com/hooks/mattermost/production" in page
     assert "loopback address" not in page
-    close_shared_connection(app.config["DATABASE"])
 
 
 def test_every_admin_page_needs_login_and_login_redirects_back(client, runner):
@@ -220,20 +234,7 @@ def test_uninitialised_database_says_to_run_init(tmp_path):
     close_shared_connection(app.config["DATABASE"])
 
 
-def test_embed_snippet_uses_the_public_url(tmp_path):
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "k",
-            "DATABASE": str(tmp_path / "b.db"),
-            "WTF_CSRF_ENABLED": False,
-            "PUBLIC_URL": "https://chat.example.com/bridge",
-            "ADMIN_PASSWORD": "password123",
-        }
-    )
-    Store(app.config["DATABASE"]).migrate()
-    client = app.test_client()
-    client.post("/login", data={"name": "Ada", "password": "password123"})
+def test_embed_snippet_uses_the_public_url(public_admin):
+    client = public_admin("https://chat.example.com/bridge")
     page = client.get("/env/test/config").get_data(as_text=True)
     assert 'src="https://chat.example.com/bridge/chat/test"' in page.replace("&#34;", '"')
-    close_shared_connection(app.config["DATABASE"])

@@ -20,7 +20,6 @@ import re
 import time
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from tests.conftest import configure_env
@@ -48,35 +47,11 @@ def log_in(page: Page, bridge: LiveBridge, path: str = "/") -> None:
     expect(page.get_by_role("link", name="Integration log")).to_be_visible(timeout=TIMEOUT)
 
 
-class _PatientBridge(LiveBridge):
-    """LiveBridge that also waits through read timeouts while a worker boots.
-
-    LiveBridge._wait_until_up only retries on ConnectionError; a ReadTimeout
-    on a busy machine escapes start() and leaks the gunicorn process.
-    """
-
-    def _wait_until_up(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                requests.get(self.url + "/login", timeout=2).close()
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError("gunicorn did not start in time")
-
-
 @pytest.fixture(scope="module")
 def admin_bridge(tmp_path_factory):
     """A fresh, unconfigured bridge: the admin flow sets it up through the browser."""
-    bridge = _PatientBridge(tmp_path_factory.mktemp("browser-admin"))
-    try:
-        bridge.start()
+    with LiveBridge(tmp_path_factory.mktemp("browser-admin")) as bridge:
         yield bridge
-    finally:
-        bridge.stop()
 
 
 @pytest.fixture(scope="module")
