@@ -48,6 +48,7 @@ def page():
         "newest_id": rows[0]["id"] if rows else 0,
         "older_than": rows[-1]["id"] if len(rows) == LOG_PAGE_SIZE else None,
         "environments": ENVIRONMENTS,
+        "channel_names": _channel_names(),
         "directions": DIRECTIONS,
         "outcomes": OUTCOMES,
     }
@@ -63,4 +64,18 @@ def tail():
     after = parse_id(request.args.get("after")) or 0
     rows = get_store().log_page(**filters, after_id=after)
     newest = rows[0]["id"] if rows else after
-    return render_template("log/_tail.html", rows=rows, filters=filters, newest_id=newest)
+    return render_template(
+        "log/_tail.html",
+        rows=rows,
+        filters=filters,
+        newest_id=newest,
+        channel_names=_channel_names(),
+    )
+
+
+def _channel_names() -> dict[str, str]:
+    """Channel id -> "Team / Channel" for the channels either environment uses."""
+    names: dict[str, str] = {}
+    for settings in get_store().environments():
+        names.update(settings["channel_names"])
+    return names
