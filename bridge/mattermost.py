@@ -38,6 +38,13 @@ def shared_session() -> requests.Session:
             # Shared by both environments and the host callbacks: keep no cookies,
             # so nothing one server sets is ever sent to another.
             _session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            # requests re-reads the whole environment for proxy and CA settings on
+            # every call (a fifth of a message's own time here). Read the CA bundle
+            # once; keep the per-call lookup only where a proxy is configured.
+            _session.trust_env = any(name.lower().endswith("_proxy") for name in os.environ)
+            _session.verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            )
             _session_pid = os.getpid()
         return _session
 

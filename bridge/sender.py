@@ -83,7 +83,9 @@ class Sender:
         conversation, message = self.store.create_conversation(
             env, visitor_name, visitor_email, external_id, text, source=source
         )
-        message = self.deliver(message["id"], conversation=conversation, claimed=True)
+        message = self.deliver(
+            message["id"], conversation=conversation, claimed=True, message=message
+        )
         return self.store.conversation(conversation["id"]), message
 
     def add_visitor_message(
@@ -101,7 +103,11 @@ class Sender:
             env, conversation_id, conversation["visitor_name"], text
         )
         return self.deliver(
-            message["id"], settings=settings, conversation=conversation, claimed=True
+            message["id"],
+            settings=settings,
+            conversation=conversation,
+            claimed=True,
+            message=message,
         )
 
     def notify(self, env: str, notification_type: str, text: str) -> dict[str, Any]:
@@ -113,7 +119,7 @@ class Sender:
             reason = f"type {notification_type!r} is not mapped to a channel"
             self._log_skip(env, message, reason)
             return self.store.finish_message(message["id"], "skipped", reason=reason)
-        return self.deliver(message["id"], settings=settings, claimed=True)
+        return self.deliver(message["id"], settings=settings, claimed=True, message=message)
 
     def retry_failed(self, env: str | None = None) -> dict[str, int]:
         """Send again every ``failed`` message (oldest first); counts by outcome."""
@@ -161,13 +167,15 @@ class Sender:
         settings: dict | None = None,
         conversation: dict | None = None,
         claimed: bool = False,
+        message: dict | None = None,
     ) -> dict[str, Any]:
         """Post a stored message (all its parts); returns it with its final status.
 
         :param claimed: the message was stored as 'sending' by this request, so
             no other worker can know it yet and the claim is skipped.
+        :param message: the message row when the caller has just stored it.
         """
-        message = self.store.message(message_id)
+        message = message or self.store.message(message_id)
         settings = settings or self.store.environment(message["env"])
         if not settings["active"]:
             reason = "environment is inactive"

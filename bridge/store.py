@@ -281,13 +281,14 @@ class Store:
         A DEFERRED transaction that upgrades to a writer fails at once with
         "database is locked" under contention; IMMEDIATE waits its turn.
         """
-        self.db.execute("BEGIN IMMEDIATE")
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        conn.execute("COMMIT")
 
     def schema_version(self) -> int:
         if "meta" not in self.db.table_names():
