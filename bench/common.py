@@ -327,6 +327,20 @@ class GunicornServer:
         self.stop()
 
 
+def baseline_server(workdir: Path, workers: int, standin_info: dict[str, Any]) -> GunicornServer:
+    """The bare Flask baseline under the bridge's gunicorn flags, aimed at the stand-in."""
+    return GunicornServer(
+        "bench.baseline_app:app",
+        workdir,
+        workers=workers,
+        env={
+            "BENCH_MM_URL": standin_info["url"],
+            "BENCH_MM_TOKEN": standin_info["bot_token"],
+            "BENCH_MM_CHANNEL": standin_info["support_id"],
+        },
+    )
+
+
 class BenchBridge(LiveBridge):
     """The tests' LiveBridge (own instance, CLI, login), started with :func:`gunicorn_command`."""
 

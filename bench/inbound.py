@@ -28,9 +28,9 @@ from .common import (
     CpuMeter,
     Deadline,
     Figure,
-    GunicornServer,
     SectionResult,
     StandinProcess,
+    baseline_server,
     client_session,
     worker_rss,
 )
@@ -169,16 +169,7 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
         info = mm.info
         bridge.start()
         key = bridge.configure(info)
-        baseline = GunicornServer(
-            "bench.baseline_app:app",
-            workdir,
-            workers=workers,
-            env={
-                "BENCH_MM_URL": info["url"],
-                "BENCH_MM_TOKEN": info["bot_token"],
-                "BENCH_MM_CHANNEL": info["support_id"],
-            },
-        )
+        baseline = baseline_server(workdir, workers, info)
         baseline.start()
 
         conversation_ids, roots = [], []

@@ -19,9 +19,9 @@ from .common import (
     CpuMeter,
     Deadline,
     Figure,
-    GunicornServer,
     SectionResult,
     StandinProcess,
+    baseline_server,
     client_session,
     summary_ms,
     worker_rss,
@@ -49,16 +49,7 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
         info = mm.info
         bridge.start()
         key = bridge.configure(info)
-        baseline = GunicornServer(
-            "bench.baseline_app:app",
-            workdir,
-            workers=WORKERS,
-            env={
-                "BENCH_MM_URL": info["url"],
-                "BENCH_MM_TOKEN": info["bot_token"],
-                "BENCH_MM_CHANNEL": info["support_id"],
-            },
-        )
+        baseline = baseline_server(workdir, WORKERS, info)
         baseline.start()
 
         # Threads to post into: conversations through the bridge, plain root posts for the
