@@ -90,15 +90,19 @@ class BotIdentity:
     username: str
     is_bot: bool
     server_version: str
+    max_post_size: int | None = None
 
     def as_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "bot_user_id": self.user_id,
             "bot_username": self.username,
             "bot_is_bot": int(self.is_bot),
             "server_version": self.server_version,
             "verified_at": time.time(),
         }
+        if self.max_post_size:
+            fields["max_post_size"] = self.max_post_size
+        return fields
 
 
 def verify_bot(client: mm.MattermostClient) -> BotIdentity:
@@ -106,11 +110,17 @@ def verify_bot(client: mm.MattermostClient) -> BotIdentity:
     user, version = client.me()
     if not isinstance(user, dict) or not user.get("id"):
         raise mm.NotMattermost("the server's answer to users/me has no user id: not Mattermost?")
+    try:
+        # Long text is split at this size; servers on an old schema allow only 4000.
+        max_post_size = client.max_post_size()
+    except mm.MattermostError:
+        max_post_size = None  # logged; keep the size known so far
     return BotIdentity(
         user_id=user["id"],
         username=user.get("username", ""),
         is_bot=bool(user.get("is_bot")),
         server_version=version,
+        max_post_size=max_post_size,
     )
 
 

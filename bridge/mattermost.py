@@ -176,6 +176,15 @@ class MattermostClient:
         response, user = self._call("verify", "GET", "/api/v4/users/me", target="users/me")
         return user, server_version(response.headers.get("X-Version-Id", ""))
 
+    def max_post_size(self) -> int | None:
+        """The server's MaxPostSize from its client config; None when it does not say."""
+        path = "/api/v4/config/client"
+        config = self._call(
+            "config", "GET", path, target="config/client", params={"format": "old"}
+        )[1]
+        value = str(config.get("MaxPostSize", ""))
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
     def user(self, user_id: str) -> dict[str, Any]:
         return self._call("user", "GET", f"/api/v4/users/{user_id}", target=user_id)[1]
 

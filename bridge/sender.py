@@ -271,7 +271,8 @@ class Sender:
         client = logged_client(
             self.store, settings, session=self.session, timeout=self.timeout, sink=calls
         )
-        parts = split_text(format_message(message, is_root=not root_id), mm.MAX_POST_SIZE)
+        limit = settings.get("max_post_size") or mm.MAX_POST_SIZE
+        parts = split_text(format_message(message, is_root=not root_id), limit)
         posted = list(message["chunk_post_ids"])
         if retrying:
             posted = (

@@ -178,6 +178,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE conversations ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
     """,
+    # 8: the server's MaxPostSize, learned when the token is verified.
+    """
+    ALTER TABLE environments ADD COLUMN max_post_size INTEGER NOT NULL DEFAULT 16383;
+    """,
 ]
 
 

@@ -49,6 +49,7 @@ _PERMISSION_MESSAGE = "You do not have the appropriate permissions."
 ROUTES = Map(
     [
         Rule("/api/v4/system/ping", endpoint="ping", methods=["GET"]),
+        Rule("/api/v4/config/client", endpoint="client_config", methods=["GET"]),
         Rule("/api/v4/users/<user_id>", endpoint="get_user", methods=["GET"]),
         Rule("/api/v4/users/<user_id>/teams", endpoint="get_user_teams", methods=["GET"]),
         Rule(
@@ -163,6 +164,8 @@ class MattermostStandin:
         self._lock = threading.RLock()
         self.url: str | None = None
         self.delay = 0.0
+        # The server's MaxPostSize (4000 on an old database schema), as the client config says.
+        self.max_post_size = MAX_POST_SIZE
         self.rate_limit_every = 0
         self.pending_post_ttl = PENDING_POST_TTL
 
@@ -614,6 +617,17 @@ class MattermostStandin:
 
     # ----------------------------------------------------------- endpoints
 
+    def _api_client_config(self, request, user):
+        """GetClientConfig, format=old: strings only, MaxPostSize among the computed ones."""
+        if request.args.get("format") != "old":
+            raise AppError(501, "api.config.client.old_format.app_error", "Not implemented.")
+        return 200, {
+            "Version": ".".join(VERSION_ID.split(".")[:3]),
+            "SiteName": "Acme Chat",
+            "MaxPostSize": str(self.max_post_size),
+            "NoAccounts": "false",
+        }
+
     def _api_ping(self, request, user):
         return 200, {
             "ActiveSearchBackend": "database",
@@ -861,12 +875,12 @@ class MattermostStandin:
         with self._lock:
             try:
                 self._check_root(fields.get("root_id", ""), channel["id"])
-                if len(fields.get("message", "")) > MAX_POST_SIZE:
+                if len(fields.get("message", "")) > self.max_post_size:
                     raise AppError(
                         400,
                         "model.post.is_valid.message_length.app_error",
                         f"Message property length is greater than the maximum allowed "
-                        f"({MAX_POST_SIZE}).",
+                        f"({self.max_post_size}).",
                     )
             except AppError:
                 if pending_post_id:

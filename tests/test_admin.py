@@ -32,6 +32,11 @@ def mm(requests_mock):
         json=me,
         headers={"X-Version-Id": "9.11.0.9.11.0.x.false", "Content-Type": "application/json"},
     )
+    requests_mock.get(
+        f"{SERVER}/api/v4/config/client",
+        json={"MaxPostSize": "4000"},
+        headers={"Content-Type": "application/json"},
+    )
     return requests_mock
 
 
@@ -46,6 +51,7 @@ def test_save_and_verify_keeps_a_working_token(admin, store, mm):
     settings = store.environment("test")
     assert (settings["bot_token"], settings["bot_username"]) == (GOOD, "bridge-bot")
     assert settings["webhook_token"] == HOOK_TOKEN
+    assert settings["max_post_size"] == 4000  # learned from the server's client config
     assert GOOD not in response.get_data(as_text=True)
 
 

@@ -56,6 +56,7 @@ def mattermost(requests_mock):
         }
 
     requests_mock.get(ME, json=me)
+    requests_mock.get(f"{SERVER}/api/v4/config/client", json={"MaxPostSize": "16383"}, headers=JSON)
     # A retry first asks whether Mattermost already has the post: here it never has.
     requests_mock.get(
         re.compile(r".*/api/v4/(posts/[^/]+/thread|channels/[^/]+/posts)"),

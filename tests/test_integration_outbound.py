@@ -186,3 +186,18 @@ def test_log_records_every_call_without_tokens(live, mm, key):
     for secret in (mm.bot["token"], key):
         assert secret not in page
     assert mm.bot["token"] not in (live.instance / "gunicorn.log").read_text()
+
+
+def test_long_text_is_split_at_the_servers_own_max_post_size(live, mm, key):
+    mm.max_post_size = 4000  # a server on an old database schema
+    try:
+        live.cli("configure", "test", "--bot-token", mm.bot["token"])  # verify re-reads it
+        text = "word " * 2000  # 10,000 characters
+        conversation = start(live, key, text=text)
+        assert conversation["status"] == "sent"
+        root_id = conversation["root_post_id"]
+        parts = [mm.get_post(root_id)] + [p for p in mm.posts if p["root_id"] == root_id]
+        assert len(parts) == 3 and all(len(p["message"]) <= 4000 for p in parts)
+    finally:
+        mm.max_post_size = 16383
+        live.cli("configure", "test", "--bot-token", mm.bot["token"])
