@@ -26,6 +26,7 @@ DIRECTIONS = ("outbound", "inbound", "callback")
 OUTCOMES = ("ok", "error", "rejected", "ignored")
 LOG_PAGE_SIZE = 50
 MESSAGES_PAGE_SIZE = 100
+CONVERSATIONS_PAGE_SIZE = 50
 # A message stuck in 'sending' longer than this was abandoned by a dead worker.
 STALE_SENDING_SECONDS = 300
 
@@ -423,12 +424,18 @@ class Store:
             [time.time(), conversation_id],
         )
 
-    def recent_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
+    def recent_conversations(
+        self, before: int | None = None, limit: int = CONVERSATIONS_PAGE_SIZE
+    ) -> list[dict[str, Any]]:
+        """Conversations newest first, keyset-paginated by insertion order (``seq``)."""
+        where = "WHERE c.rowid < ?" if before is not None else ""
+        params = ([before] if before is not None else []) + [limit]
         return list(
             self.db.query(
-                "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
-                " AS message_count FROM conversations c ORDER BY created_at DESC LIMIT ?",
-                [limit],
+                "SELECT c.*, c.rowid AS seq, (SELECT COUNT(*) FROM messages m"
+                " WHERE m.conversation_id = c.id) AS message_count"
+                f" FROM conversations c {where} ORDER BY c.rowid DESC LIMIT ?",
+                params,
             )
         )
 

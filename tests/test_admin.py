@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bridge import create_app
@@ -244,3 +246,13 @@ def test_embed_snippet_uses_the_public_url(public_admin):
     client = public_admin("https://chat.example.com/bridge")
     page = client.get("/env/test/config").get_data(as_text=True)
     assert 'src="https://chat.example.com/bridge/chat/test"' in page.replace("&#34;", '"')
+
+
+def test_conversations_page_through_all_of_them(admin, store):
+    for n in range(55):
+        store.create_conversation("test", f"Visitor {n:02d}", "", "", "hi")
+    first = admin.get("/conversations").get_data(as_text=True)
+    assert "Visitor 54" in first and "Visitor 04" not in first
+    older = re.search(r'href="(/conversations\?before=\d+)"', first).group(1)
+    second = admin.get(older).get_data(as_text=True)
+    assert "Visitor 04" in second and "Visitor 54" not in second and "Visitor 00" in second

@@ -25,7 +25,8 @@ from ..integration import (
     valid_notification_type,
     verify_bot,
 )
-from ..store import NotFound
+from ..store import CONVERSATIONS_PAGE_SIZE, NotFound
+from . import parse_id
 from .auth import login_required
 
 bp = Blueprint("admin", __name__)
@@ -405,8 +406,13 @@ def api_key(env: str):
 
 @bp.get("/conversations")
 def conversations():
+    before = parse_id(request.args.get("before"))
+    rows = get_store().recent_conversations(before=before)
     return render_template(
-        "admin/conversations.html", conversations=get_store().recent_conversations()
+        "admin/conversations.html",
+        conversations=rows,
+        before=before,
+        older_than=rows[-1]["seq"] if len(rows) == CONVERSATIONS_PAGE_SIZE else None,
     )
 
 
