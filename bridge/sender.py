@@ -4,8 +4,10 @@ Every message is stored before it is sent, so nothing is lost when
 Mattermost is down: it stays ``failed`` with the cause, and ``retry`` sends
 it later. Each message carries a stable ``pending_key`` that is passed to
 Mattermost as ``pending_post_id``, so a retry within the server's 30 s
-deduplication window never posts twice; split messages remember which parts
-are already posted, so a retry continues where the last attempt stopped.
+deduplication window never posts twice; a later retry first looks for the
+message's key in the props of the thread's or channel's posts. Split messages
+remember which parts are already posted, so a retry continues where the last
+attempt stopped.
 """
 
 from __future__ import annotations
