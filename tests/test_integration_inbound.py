@@ -381,30 +381,21 @@ def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
     admin = live.login()
     page = admin.get(f"{live.url}/env/test/config", timeout=10).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    saved = admin.post(
-        f"{live.url}/env/test/config",
-        timeout=10,
-        data={
+
+    def save_config(**extra):
+        form = {
             "csrf_token": token,
             "mirror_channel_id": support,
             "notify_type": "booking.created",
             "notify_channel": mm.channels["sales"]["id"],
-            "accept_other_bots": "1",
-        },
-    )
-    assert "Configuration saved." in saved.text
+            **extra,
+        }
+        return admin.post(f"{live.url}/env/test/config", timeout=10, data=form)
+
+    assert "Configuration saved." in save_config(accept_other_bots="1").text
     try:
         mm.user_post(mm.prod_bot, support, "Bots welcome now", root_id=root)
         mm.wait_for_webhooks()
         assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Bots welcome now"
     finally:
-        admin.post(
-            f"{live.url}/env/test/config",
-            timeout=10,
-            data={
-                "csrf_token": token,
-                "mirror_channel_id": support,
-                "notify_type": "booking.created",
-                "notify_channel": mm.channels["sales"]["id"],
-            },
-        )
+        save_config()  # back to ignoring other bots

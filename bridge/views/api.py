@@ -85,9 +85,11 @@ def _conversation(conversation_id: str) -> dict[str, Any]:
     try:
         return get_store().conversation(conversation_id, env=g.env)
     except NotFound:
-        raise ApiError(
-            404, "not_found", f"no conversation {conversation_id!r} in this environment"
-        ) from None
+        raise _no_such_conversation(conversation_id) from None
+
+
+def _no_such_conversation(conversation_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no conversation {conversation_id!r} in this environment")
 
 
 # -- responses --------------------------------------------------------------------------
@@ -159,8 +161,7 @@ def add_message(conversation_id: str):
             g.env, conversation_id, text, settings=g.settings
         )
     except NotFound:
-        _conversation(conversation_id)  # answers the 404
-        raise
+        raise _no_such_conversation(conversation_id) from None
     except ConversationClosed:
         raise ApiError(
             409, "conversation_closed", "the conversation was closed by an agent"
