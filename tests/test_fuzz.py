@@ -6,6 +6,7 @@ secret in any response or log row.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -74,11 +75,13 @@ def fuzz_app(app, store):
     )
     key = app.test_cli_runner().invoke(args=["api-key", "test"]).output.strip().splitlines()[-1]
     with requests_mock.Mocker() as mocker:
+        post_ids = itertools.count()
         mocker.post(
             f"{SERVER}/api/v4/posts",
             status_code=201,
-            json={"id": "p" * 26, "channel_id": "c" * 26, "root_id": ""},
-            headers={"X-Version-Id": "9.11.0"},
+            # A new id per post, as Mattermost gives: each conversation gets its own root.
+            json=lambda request, context: {"id": f"{next(post_ids):026d}", "channel_id": "c" * 26},
+            headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
         )
         mocker.get(
             requests_mock.ANY,
