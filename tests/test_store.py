@@ -1,4 +1,4 @@
-"""bridge/store.py: schema, claims, the integration log, inbound de-duplication."""
+"""bridge/store/: schema, claims, the integration log, inbound de-duplication."""
 
 from __future__ import annotations
 

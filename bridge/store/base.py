@@ -1,0 +1,155 @@
+"""The connection, its per-thread pool, transactions and the shared helpers.
+
+One open connection per database file, per thread, per process; every mixin
+of :class:`~bridge.store.Store` reads and writes through ``self.db``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from sqlite_utils import Database
+
+from .schema import MIGRATIONS, split_sql
+
+ENVIRONMENTS = ("test", "production")
+DIRECTIONS = ("outbound", "inbound", "callback")
+OUTCOMES = ("ok", "error", "rejected", "ignored")
+LOG_PAGE_SIZE = 50
+MESSAGES_PAGE_SIZE = 100
+CONVERSATIONS_PAGE_SIZE = 50
+# A message stuck in 'sending' longer than this was abandoned by a dead worker.
+STALE_SENDING_SECONDS = 300
+
+
+class NotFound(LookupError):
+    """A row the caller asked for by id does not exist."""
+
+
+def hash_api_key(key: str) -> str:
+    """Keys are stored hashed: a leaked database does not leak working keys."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id() -> str:
+    """A 26-character lowercase base32 id (130 random bits), like Mattermost's own ids."""
+    return base64.b32encode(secrets.token_bytes(17)).decode().lower()[:26]
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the database in autocommit mode, WAL journal, 5 s busy timeout."""
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+# One open connection per database file, per thread, per process: reopening
+# SQLite on every request cost a WAL checkpoint on close plus re-creating the
+# -wal/-shm files on the next write, more than half of a request's own time.
+# Like the requests Session, this is a pool, not shared state: rows live in SQLite.
+_local = threading.local()
+
+
+def shared_connection(path: str) -> sqlite3.Connection:
+    """This thread's open connection to ``path`` (a forked worker opens its own)."""
+    pool = getattr(_local, "pool", None)
+    if pool is None or _local.pid != os.getpid():
+        pool = _local.pool = {}
+        _local.pid = os.getpid()
+    conn = pool.get(path)
+    if conn is None:
+        conn = pool[path] = connect(path)
+    return conn
+
+
+def close_shared_connection(path: str) -> None:
+    """Close this thread's pooled connection to ``path`` (tests, before deleting it)."""
+    conn = getattr(_local, "pool", {}).pop(path, None)
+    if conn is not None:
+        conn.close()
+
+
+class StoreBase:
+    """The connection and the transaction helpers every part of the store uses.
+
+    :param path: the SQLite file; created when missing.
+    :param shared: use this thread's pooled connection (requests, CLI) rather
+        than a private one (tests, benchmarks, tools that close it).
+    """
+
+    def __init__(self, path: str, *, shared: bool = False):
+        self.path = path
+        self.shared = shared
+        conn = shared_connection(path) if shared else connect(path)
+        # No plugins, no per-open PRAGMA: this runs on every request.
+        self.db = Database(conn, execute_plugins=False, recursive_triggers=False)
+
+    def close(self) -> None:
+        """Done with the store: a pooled connection stays open, never mid-transaction."""
+        if self.shared:
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+        else:
+            self.db.conn.close()
+
+    # -- transactions and schema ---------------------------------------------
+
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[None]:
+        """A transaction that reads then writes: take the write lock up front.
+
+        A DEFERRED transaction that upgrades to a writer fails at once with
+        "database is locked" under contention; IMMEDIATE waits its turn.
+        """
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self._one("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(row["value"]) if row else 0
+
+    def migrate(self) -> int:
+        """Bring the schema to the newest version; safe to run again.
+
+        :returns: the schema version now in force.
+        """
+        with self.immediate():
+            version = self.schema_version()
+            for script in MIGRATIONS[version:]:
+                for statement in split_sql(script):
+                    self.db.execute(statement)
+                version += 1
+                self.db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [str(version)],
+                )
+        return version
+
+    def _one(self, sql: str, params: list[Any] | None = None) -> dict[str, Any] | None:
+        """The first row as a dict, or None. Reads every row so the statement
+        completes (an unfinished INSERT ... RETURNING would keep its lock)."""
+        cursor = self.db.execute(sql, params or [])
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        return dict(zip([column[0] for column in cursor.description], rows[0], strict=True))

@@ -1,0 +1,114 @@
+"""Agents' replies from Mattermost, the user-name cache and the kept webhook calls."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .base import new_id
+from .messages import decode_message
+
+
+class RepliesMixin:
+    """Inbound replies and webhook calls kept for another try (mixed into Store)."""
+
+    def inbound_post_seen(self, env: str, post_id: str) -> bool:
+        return (
+            self._one(
+                "SELECT 1 AS seen FROM messages WHERE env = ? AND post_id = ?"
+                " AND direction IN ('agent', 'note', 'event')",
+                [env, post_id],
+            )
+            is not None
+        )
+
+    def add_inbound_message(
+        self,
+        *,
+        env: str,
+        conversation_id: str,
+        direction: str,
+        author: str,
+        text: str,
+        post_id: str,
+        delivery_status: str = "",
+    ) -> dict[str, Any] | None:
+        """Store an agent reply, note or thread event once per Mattermost post.
+
+        :returns: the new message, or None when this post was already stored
+            (a repeated delivery, maybe racing in another worker).
+        """
+        now = time.time()
+        row = self._one(
+            "INSERT OR IGNORE INTO messages (env, conversation_id, direction, author, text,"
+            " status, channel_id, post_id, pending_key, created_at, updated_at,"
+            " delivery_status, next_delivery_at)"
+            " VALUES (?, ?, ?, ?, ?, 'sent', '', ?, ?, ?, ?, ?, ?) RETURNING *",
+            [
+                env,
+                conversation_id,
+                direction,
+                author,
+                text,
+                post_id,
+                new_id(),
+                now,
+                now,
+                delivery_status,
+                now if delivery_status else None,
+            ],
+        )
+        return decode_message(row) if row else None
+
+    def cached_user(self, env: str, user_id: str, max_age: float) -> dict[str, Any] | None:
+        return self._one(
+            "SELECT * FROM mm_users WHERE env = ? AND user_id = ? AND fetched_at > ?",
+            [env, user_id, time.time() - max_age],
+        )
+
+    def cache_user(self, env: str, user_id: str, display_name: str, is_bot: bool) -> None:
+        self.db.execute(
+            "INSERT INTO mm_users (env, user_id, display_name, is_bot, fetched_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(env, user_id) DO UPDATE SET"
+            " display_name = excluded.display_name, is_bot = excluded.is_bot,"
+            " fetched_at = excluded.fetched_at",
+            [env, user_id, display_name, int(is_bot), time.time()],
+        )
+
+    def queue_inbound(
+        self, env: str, post_id: str, payload: dict, error: str, delay: float
+    ) -> None:
+        """Keep a webhook call whose post could not be looked up, to try again."""
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO inbound_queue (env, post_id, payload, error, created_at, next_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(env, post_id) DO UPDATE SET"
+            " error = excluded.error, attempts = attempts + 1, next_at = excluded.next_at",
+            [env, post_id, json.dumps(payload), error, now, now + delay],
+        )
+
+    def due_inbound(self, env: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM inbound_queue WHERE next_at <= ?"
+        params: list[Any] = [time.time()]
+        if env:
+            sql += " AND env = ?"
+            params.append(env)
+        rows = list(self.db.query(sql + " ORDER BY created_at", params))
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
+    def inbound_attempts(self, env: str, post_id: str) -> int:
+        """How often a kept call has failed so far (0 when it is not kept)."""
+        row = self._one(
+            "SELECT attempts FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id]
+        )
+        return row["attempts"] if row else 0
+
+    def dequeue_inbound(self, env: str, post_id: str) -> None:
+        self.db.execute("DELETE FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id])
+
+    def count_queued_inbound(self, env: str) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM inbound_queue WHERE env = ?", [env])
+        return row["n"]

@@ -1,0 +1,163 @@
+"""The schema: migrations applied in order by :meth:`Store.migrate`."""
+
+from __future__ import annotations
+
+# Each entry migrates the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        server_url TEXT NOT NULL DEFAULT '',
+        bot_token TEXT NOT NULL DEFAULT '',
+        bot_user_id TEXT NOT NULL DEFAULT '',
+        bot_username TEXT NOT NULL DEFAULT '',
+        bot_is_bot INTEGER NOT NULL DEFAULT 0,
+        server_version TEXT NOT NULL DEFAULT '',
+        verified_at REAL,
+        webhook_token TEXT NOT NULL DEFAULT '',
+        mirror_channel_id TEXT NOT NULL DEFAULT '',
+        mirror_channel_name TEXT NOT NULL DEFAULT '',
+        notify_map TEXT NOT NULL DEFAULT '{}',
+        callback_url TEXT NOT NULL DEFAULT '',
+        callback_secret TEXT NOT NULL DEFAULT '',
+        api_key_hash TEXT NOT NULL DEFAULT '',
+        active INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL
+    );
+    INSERT INTO environments (name) VALUES ('test'), ('production');
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL REFERENCES environments(name),
+        visitor_name TEXT NOT NULL,
+        visitor_email TEXT NOT NULL DEFAULT '',
+        external_id TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'open',
+        root_post_id TEXT NOT NULL DEFAULT '',
+        channel_id TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE INDEX conversations_env_created ON conversations(env, created_at);
+    CREATE UNIQUE INDEX conversations_root_post ON conversations(env, root_post_id)
+        WHERE root_post_id != '';
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL REFERENCES environments(name),
+        conversation_id TEXT REFERENCES conversations(id),
+        direction TEXT NOT NULL,
+        notification_type TEXT NOT NULL DEFAULT '',
+        author TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        channel_id TEXT NOT NULL DEFAULT '',
+        post_id TEXT NOT NULL DEFAULT '',
+        chunk_post_ids TEXT NOT NULL DEFAULT '[]',
+        pending_key TEXT NOT NULL,
+        error TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX messages_conversation ON messages(conversation_id, id);
+    CREATE INDEX messages_status ON messages(status, env, id);
+    CREATE TABLE log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        env TEXT NOT NULL DEFAULT '',
+        direction TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        http_status INTEGER,
+        duration_ms REAL,
+        error TEXT NOT NULL DEFAULT '',
+        conversation_id TEXT NOT NULL DEFAULT '',
+        message_id INTEGER,
+        post_id TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX log_env ON log(env, id);
+    CREATE INDEX log_direction ON log(direction, id);
+    CREATE INDEX log_outcome ON log(outcome, id);
+    CREATE INDEX log_env_direction_outcome ON log(env, direction, outcome, id);
+    CREATE INDEX log_ts ON log(ts);
+    """,
+    # 2: inbound replies, their delivery to the host, user names, chat rate limit.
+    """
+    ALTER TABLE messages ADD COLUMN delivery_status TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN delivery_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN next_delivery_at REAL;
+    CREATE UNIQUE INDEX messages_inbound_post ON messages(env, post_id)
+        WHERE direction IN ('agent', 'note', 'event');
+    CREATE INDEX messages_delivery ON messages(delivery_status, next_delivery_at);
+    CREATE TABLE mm_users (
+        env TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        is_bot INTEGER NOT NULL DEFAULT 0,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (env, user_id)
+    );
+    ALTER TABLE environments ADD COLUMN accept_other_bots INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE rate_limits (
+        bucket TEXT PRIMARY KEY,
+        window_start REAL NOT NULL,
+        hits INTEGER NOT NULL
+    );
+    """,
+    # 3: the readiness checklist: admins' ticks and the results of live checks.
+    """
+    CREATE TABLE checklist_ticks (
+        env TEXT NOT NULL,
+        item TEXT NOT NULL,
+        ticked INTEGER NOT NULL,
+        ticked_by TEXT NOT NULL,
+        ticked_at REAL NOT NULL,
+        PRIMARY KEY (env, item)
+    );
+    CREATE TABLE checks (
+        env TEXT NOT NULL,
+        item TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        checked_at REAL NOT NULL,
+        PRIMARY KEY (env, item)
+    );
+    """,
+    # 4: the log page's "this conversation" filter.
+    """
+    CREATE INDEX log_conversation ON log(conversation_id, id);
+    """,
+    # 5: agent replies whose post lookup failed, kept for `flask retry`.
+    """
+    CREATE TABLE inbound_queue (
+        env TEXT NOT NULL,
+        post_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (env, post_id)
+    );
+    """,
+    # 6: names of the channels in use, so errors name them rather than show ids.
+    """
+    ALTER TABLE environments ADD COLUMN channel_names TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 7: where a conversation began; the chat page shows only its own.
+    """
+    ALTER TABLE conversations ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+    """,
+    # 8: the server's MaxPostSize, learned when the token is verified.
+    """
+    ALTER TABLE environments ADD COLUMN max_post_size INTEGER NOT NULL DEFAULT 16383;
+    """,
+]
+
+
+def split_sql(script: str) -> list[str]:
+    """Statements of a migration script; the scripts hold no ';' inside literals."""
+    return [part.strip() for part in script.split(";") if part.strip()]

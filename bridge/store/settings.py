@@ -1,0 +1,62 @@
+"""Admin meta values and each environment's settings."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .base import ENVIRONMENTS, NotFound, hash_api_key
+
+
+class SettingsMixin:
+    """Key/value meta and the two environments' settings (mixed into Store)."""
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        return row["value"] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    # -- environments ----------------------------------------------------------
+
+    def environment(self, name: str) -> dict[str, Any]:
+        """One environment's settings, with ``notify_map`` decoded to a dict."""
+        row = self._one("SELECT * FROM environments WHERE name = ?", [name])
+        if row is None:
+            raise NotFound(f"unknown environment {name!r}: use 'test' or 'production'")
+        return _decode_environment(row)
+
+    def environments(self) -> list[dict[str, Any]]:
+        return [self.environment(name) for name in ENVIRONMENTS]
+
+    def update_environment(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Change some settings of an environment; the others keep their values."""
+        self.environment(name)
+        for column in ("notify_map", "channel_names"):
+            if column in fields:
+                fields[column] = json.dumps(fields[column], sort_keys=True)
+        fields["updated_at"] = time.time()
+        self.db.table("environments").update(name, fields)
+        return self.environment(name)
+
+    def environment_for_api_key(self, key: str) -> dict[str, Any] | None:
+        row = self._one(
+            "SELECT * FROM environments WHERE api_key_hash = ? AND api_key_hash != ''",
+            [hash_api_key(key)],
+        )
+        return _decode_environment(row) if row else None
+
+
+def _decode_environment(row: dict[str, Any]) -> dict[str, Any]:
+    row["notify_map"] = json.loads(row["notify_map"])
+    row["channel_names"] = json.loads(row.get("channel_names") or "{}")
+    row["active"] = bool(row["active"])
+    row["accept_other_bots"] = bool(row.get("accept_other_bots"))
+    row["bot_is_bot"] = bool(row["bot_is_bot"])
+    return row
