@@ -6,12 +6,17 @@ from flask import Flask, current_app, g
 
 from .sender import Sender
 from .store import Store
+from .store.base import BUSY_TIMEOUT
 
 
 def get_store() -> Store:
     """The request's store, opened on first use."""
     if "store" not in g:
-        g.store = Store(current_app.config["DATABASE"], shared=True)
+        g.store = Store(
+            current_app.config["DATABASE"],
+            shared=True,
+            busy_timeout=current_app.config.get("DATABASE_BUSY_TIMEOUT", BUSY_TIMEOUT),
+        )
     return g.store
 
 

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from . import htmx
 
@@ -22,7 +22,13 @@ CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    503: "unavailable",
 }
+# SQLite's answers when another process holds the write lock (a backup, a
+# shell) past the busy timeout, or when the disk is full: the caller should
+# try again later, and nothing was written (the transaction rolled back).
+DATABASE_UNAVAILABLE = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL"}
+UNAVAILABLE_RETRY_AFTER = 5  # seconds; about one busy timeout
 
 
 class ApiError(Exception):
@@ -57,18 +63,53 @@ def handle_http_exception(error: HTTPException):
     message = error.description or error.name
     if status == 413:
         message = "request body is larger than 1 MiB"
+    headers = {}
+    if getattr(error, "retry_after", None):
+        headers["Retry-After"] = str(error.retry_after)
     if wants_json():
-        return json_error(status, CODES.get(status, "error"), message)
+        body, status = json_error(status, CODES.get(status, "error"), message)
+        return body, status, headers
     if request.blueprint == "chat":
         # Visitors see the chat's own page, never the admin header.
         env = (request.view_args or {}).get("env", "test")
-        return render_template("chat/error.html", message=message, env=env), status
+        return render_template("chat/error.html", message=message, env=env), status, headers
     template = "errors/_error.html" if htmx else "errors/error.html"
     response = render_template(template, status=status, title=error.name, message=message)
-    return response, status
+    return response, status, headers
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is locked by another process or the disk is full."""
+
+    def __init__(self, error: sqlite3.Error):
+        full = _sqlite_error_name(error) == "SQLITE_FULL"
+        super().__init__(
+            "The bridge's database is full: free disk space on the server, then try again."
+            if full
+            else "The bridge's database is busy (locked by another process). Try again shortly."
+        )
+        self.retry_after = UNAVAILABLE_RETRY_AFTER
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True for a locked, busy or full database; other database errors are bugs."""
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and _sqlite_error_name(error) in DATABASE_UNAVAILABLE
+    )
+
+
+def _sqlite_error_name(error: sqlite3.Error) -> str:
+    # Extended codes (SQLITE_BUSY_SNAPSHOT, ...) name their primary code first.
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return "_".join(name.split("_")[:2])
 
 
 def handle_unexpected(error: Exception):
+    if database_unavailable(error):
+        # Not a bug: logged as a warning, answered 503 with Retry-After.
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+        return handle_http_exception(DatabaseUnavailable(error))
     # Log the traceback for the operator; show nothing internal to the caller.
     log.exception("unhandled error on %s %s", request.method, request.path)
     message = "Something went wrong on our side."

@@ -70,4 +70,5 @@ class Store(
     :param path: the SQLite file; created when missing.
     :param shared: use this thread's pooled connection (requests, CLI) rather
         than a private one (tests, benchmarks, tools that close it).
+    :param busy_timeout: seconds a write waits for another process's lock.
     """

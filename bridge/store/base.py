@@ -44,11 +44,18 @@ def new_id() -> str:
     return base64.b32encode(secrets.token_bytes(17)).decode().lower()[:26]
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open the database in autocommit mode, WAL journal, 5 s busy timeout."""
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+# How long a write waits for another process's lock (a backup, a shell)
+# before the caller gets "database is locked" (answered 503 by the app).
+BUSY_TIMEOUT = 5.0
+
+
+def connect(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    """Open the database in autocommit mode, WAL journal, with a busy timeout."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
@@ -61,7 +68,7 @@ def connect(path: str) -> sqlite3.Connection:
 _local = threading.local()
 
 
-def shared_connection(path: str) -> sqlite3.Connection:
+def shared_connection(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
     """This thread's open connection to ``path`` (a forked worker opens its own)."""
     pool = getattr(_local, "pool", None)
     if pool is None or _local.pid != os.getpid():
@@ -69,7 +76,7 @@ def shared_connection(path: str) -> sqlite3.Connection:
         _local.pid = os.getpid()
     conn = pool.get(path)
     if conn is None:
-        conn = pool[path] = connect(path)
+        conn = pool[path] = connect(path, busy_timeout)
     return conn
 
 
@@ -88,10 +95,10 @@ class StoreBase:
         than a private one (tests, benchmarks, tools that close it).
     """
 
-    def __init__(self, path: str, *, shared: bool = False):
+    def __init__(self, path: str, *, shared: bool = False, busy_timeout: float = BUSY_TIMEOUT):
         self.path = path
         self.shared = shared
-        conn = shared_connection(path) if shared else connect(path)
+        conn = shared_connection(path, busy_timeout) if shared else connect(path, busy_timeout)
         # No plugins, no per-open PRAGMA: this runs on every request.
         self.db = Database(conn, execute_plugins=False, recursive_triggers=False)
 
