@@ -1,7 +1,10 @@
 """Shared pieces: gunicorn launching, the stand-in process, statistics, result rows.
 
-Both the bridge and the bare baseline app are started by :func:`gunicorn_command`,
-so "the same gunicorn settings" holds by construction.
+Both the bridge and the bare baseline app are started by
+:func:`tests.live.gunicorn_command`, which reads the repository's
+gunicorn.conf.py (the settings of ``make run``: gthread workers, timeouts,
+access log) and sets only the port and the number of workers, so "the same
+gunicorn settings" holds by construction.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from typing import Any, Self
 
 import requests
 
-from tests.live import ROOT, LiveBridge, free_port
+from tests.live import ROOT, LiveBridge, free_port, gunicorn_command
 
 RESULTS_DIR = ROOT / "bench" / "results"
 WEBHOOK_TOKEN = "bench-webhook-token-012345"  # 26 characters, like Mattermost's
-GUNICORN_TIMEOUT = 60
 PAGE_SIZE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
 
 
@@ -164,25 +166,6 @@ def machine_info() -> dict[str, Any]:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def gunicorn_command(app_spec: str, port: int, workers: int) -> list[str]:
-    """The one gunicorn command line used for the bridge and the baseline alike."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "sync",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
-        "--timeout",
-        str(GUNICORN_TIMEOUT),
-        app_spec,
-    ]
 
 
 def child_pids(pid: int) -> list[int]:

@@ -1,7 +1,7 @@
 """Profile the bridge where the budgets are measured: inside a gunicorn worker.
 
 ``python -m bench.profile outbound|inbound [--requests N] [--workers W]
-[--concurrency C]`` starts the bridge under gunicorn (default: one sync worker)
+[--concurrency C]`` starts the bridge under gunicorn (default: one gthread worker)
 wrapped by :func:`bridge_app` (pyinstrument per request, after a warm-up),
 drives the benchmark's traffic (inbound: from C concurrent clients), and
 prints each worker's combined profile plus the median time inside the WSGI
