@@ -195,35 +195,59 @@ class Sender:
         conversation: dict | None = None,
         claimed: bool = False,
         message: dict | None = None,
-        due_only: bool = False,
     ) -> dict[str, Any]:
         """Post a stored message (all its parts); returns it with its final status.
 
         :param claimed: the message was stored as 'sending' by this request, so
             no other worker can know it yet and the claim is skipped.
         :param message: the message row when the caller has just stored it.
-        :param due_only: claim a failed message only once its next attempt is
-            due (the worker; another worker may have just tried it).
         """
         message = message or self.store.message(message_id)
         settings = settings or self.store.environment(message["env"])
-        if not settings["active"]:
-            reason = "environment is inactive"
-            self._log_skip(message["env"], message, reason)
-            return self.store.finish_message(message_id, "skipped", reason=reason)
         if not claimed:
-            if not self.store.claim_message(
-                message_id, stale_after=self.reclaim_after, due_only=due_only
-            ):
-                return message  # another worker is sending it right now
-            # As claimed: another sender may have posted parts since it was read.
-            message = self.store.message(message_id)
+            # Another worker may be sending it right now: then it stays as it is.
+            return self.resend(message_id, settings=settings) or message
+        if not settings["active"]:
+            return self._skip_inactive(message)
+        return self._send(message, settings, conversation, retrying=False)
+
+    def resend(
+        self, message_id: int, *, settings: dict | None = None, due_only: bool = False
+    ) -> dict[str, Any] | None:
+        """Claim a stored message and send it again; None when another sender has it.
+
+        :param due_only: a failed message only once its next attempt is due
+            (the worker: another worker may have just tried it).
+        """
+        message = self.store.message(message_id)
+        settings = settings or self.store.environment(message["env"])
+        if not settings["active"]:
+            return self._skip_inactive(message)
+        if not self.store.claim_message(
+            message_id, stale_after=self.reclaim_after, due_only=due_only
+        ):
+            return None
+        # Read as claimed: an earlier sender may have posted some parts meanwhile.
+        return self._send(self.store.message(message_id), settings, None, retrying=True)
+
+    def _skip_inactive(self, message: dict) -> dict[str, Any]:
+        reason = "environment is inactive"
+        self._log_skip(message["env"], message, reason)
+        return self.store.finish_message(message["id"], "skipped", reason=reason)
+
+    def _send(
+        self, message: dict, settings: dict, conversation: dict | None, *, retrying: bool
+    ) -> dict[str, Any]:
+        """Place, post and record one claimed message.
+
+        :param retrying: an earlier attempt may have posted it: look first.
+        """
         channel_id = message["channel_id"]
         calls: list[mm.CallRecord] = []
         try:
             channel_id, root_id = self._placement(message, settings, conversation)
             posted = self._post_parts(
-                message, settings, channel_id, root_id, calls, retrying=not claimed
+                message, settings, channel_id, root_id, calls, retrying=retrying
             )
         except mm.MattermostError as exc:
             error = explain(exc, settings, channel_id)

@@ -261,7 +261,7 @@ class Worker:
                 # A locked or full database: nothing half-done, the next pass tries again.
                 self._rollback()
                 counts.errors.append(f"{name}: database: {exc}")
-            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the others
+            except Exception as exc:  # one bad job must not stop the others
                 self._rollback()
                 log.exception("worker job %s failed", name)
                 counts.errors.append(f"{name}: {type(exc).__name__}")
@@ -287,11 +287,11 @@ class Worker:
         for message_id in due:
             if self.stopping.is_set():
                 break
-            message = self.sender.deliver(message_id, due_only=True)
-            status = message["status"]
-            if status == "sending":
+            message = self.sender.resend(message_id, due_only=True)
+            if message is None:
                 counts.messages["busy"] += 1  # another worker (or web request) has it
             else:
+                status = message["status"]
                 counts.messages[status if status in counts.messages else "failed"] += 1
             self._beat(force=False)
 

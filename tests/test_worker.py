@@ -50,7 +50,9 @@ def posts_with_key(mm, message: dict) -> list[dict]:
 
 
 def post_requests(mm) -> int:
-    return sum(1 for method, path in mm.requests_seen if (method, path) == ("POST", "/api/v4/posts"))
+    return sum(
+        1 for method, path in mm.requests_seen if (method, path) == ("POST", "/api/v4/posts")
+    )
 
 
 @contextlib.contextmanager
@@ -207,9 +209,7 @@ def test_worker_routes_an_agent_reply_whose_lookup_failed(client, store, env, mm
 
     def agent_texts():
         return [
-            m["text"]
-            for m in store.messages_after(conversation["id"])
-            if m["direction"] == "agent"
+            m["text"] for m in store.messages_after(conversation["id"]) if m["direction"] == "agent"
         ]
 
     assert agent_texts() == []
