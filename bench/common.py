@@ -239,9 +239,9 @@ def _wait_http(url: str, process: subprocess.Popen, log_path: Path, timeout: flo
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
             try:
-                session.get(url, timeout=1).close()
+                session.get(url, timeout=5).close()
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while binding, a slow first answer
                 time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
@@ -327,15 +327,24 @@ def baseline_server(workdir: Path, workers: int, standin_info: dict[str, Any]) -
 class BenchBridge(LiveBridge):
     """The tests' LiveBridge (own instance, CLI, login), started with :func:`gunicorn_command`."""
 
-    def __init__(self, instance: Path, *, workers: int = 2, extra_env: dict | None = None):
-        super().__init__(instance, workers=workers, extra_env=extra_env)
+    def __init__(
+        self,
+        instance: Path,
+        *,
+        workers: int = 2,
+        extra_env: dict | None = None,
+        gunicorn_args: tuple[str, ...] = (),
+    ):
+        super().__init__(
+            instance, workers=workers, extra_env=extra_env, gunicorn_args=gunicorn_args
+        )
         self.session.trust_env = False
 
     def start(self) -> BenchBridge:
         self.cli("init")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            gunicorn_command("app:app", self.port, self.workers),
+            gunicorn_command("app:app", self.port, self.workers, *self.gunicorn_args),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -107,8 +107,8 @@ def main() -> None:
         from . import common
 
         original = common.gunicorn_command
-        common.gunicorn_command = lambda spec, port, workers: original(
-            "bench.profile:bridge_app", port, workers
+        common.gunicorn_command = lambda spec, port, workers, *extra: original(
+            "bench.profile:bridge_app", port, workers, *extra
         )
         try:
             bridge.start()
