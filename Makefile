@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-WORKERS ?= 2
 
 .PHONY: run test install install-test chromium bench lint clean
 
@@ -24,10 +23,12 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# The Procfile's web (gunicorn, settings in gunicorn.conf.py) and worker side by
+# side under honcho, one command; Ctrl-C stops both. honcho gives the first line,
+# web, PORT itself.
 run: install
 	$(BIN)/flask --app app init
-	$(BIN)/gunicorn --workers $(WORKERS) --timeout 60 --bind 127.0.0.1:$(PORT) --no-control-socket \
-		--access-logfile - app:app
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT)
 
 # Browser tests drive Debian's Chromium; Playwright's own download cannot work offline.
 chromium:

@@ -17,10 +17,15 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import inbound, logpage, memory, outbound
+from . import headofline, inbound, logpage, memory, outbound
 from .common import RESULTS_DIR, Figure, SectionResult, machine_info
 
-SECTIONS = {"outbound": outbound.run, "inbound": inbound.run, "logpage": logpage.run}
+SECTIONS = {
+    "outbound": outbound.run,
+    "inbound": inbound.run,
+    "headofline": headofline.run,
+    "logpage": logpage.run,
+}
 
 
 def table(figures: list[Figure]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 
 import requests
 from flask import Flask, abort, jsonify, request
@@ -25,16 +26,18 @@ TIMEOUT = (3.05, 10.0)  # the bridge's DEFAULT_TIMEOUT
 
 _session: requests.Session | None = None
 _session_pid: int | None = None
+_session_lock = threading.Lock()
 
 
 def session() -> requests.Session:
-    """One Session per (forked) worker process."""
+    """One Session per (forked) worker process, shared by its threads like the bridge's."""
     global _session, _session_pid
-    if _session is None or _session_pid != os.getpid():
-        _session = requests.Session()
-        _session.headers["User-Agent"] = "bench-baseline/0.1"
-        _session_pid = os.getpid()
-    return _session
+    with _session_lock:
+        if _session is None or _session_pid != os.getpid():
+            _session = requests.Session()
+            _session.headers["User-Agent"] = "bench-baseline/0.1"
+            _session_pid = os.getpid()
+        return _session
 
 
 @app.get("/healthz")

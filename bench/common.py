@@ -1,7 +1,10 @@
 """Shared pieces: gunicorn launching, the stand-in process, statistics, result rows.
 
-Both the bridge and the bare baseline app are started by :func:`gunicorn_command`,
-so "the same gunicorn settings" holds by construction.
+Both the bridge and the bare baseline app are started by
+:func:`tests.live.gunicorn_command`, which reads the repository's
+gunicorn.conf.py (the settings of ``make run``: gthread workers, timeouts,
+access log) and sets only the port and the number of workers, so "the same
+gunicorn settings" holds by construction.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from typing import Any, Self
 
 import requests
 
-from tests.live import ROOT, LiveBridge, free_port
+from tests.live import ROOT, LiveBridge, free_port, gunicorn_command
 
 RESULTS_DIR = ROOT / "bench" / "results"
 WEBHOOK_TOKEN = "bench-webhook-token-012345"  # 26 characters, like Mattermost's
-GUNICORN_TIMEOUT = 60
 PAGE_SIZE_KB = os.sysconf("SC_PAGE_SIZE") / 1024
 
 
@@ -166,25 +168,6 @@ def machine_info() -> dict[str, Any]:
 # -- processes ------------------------------------------------------------------------------
 
 
-def gunicorn_command(app_spec: str, port: int, workers: int) -> list[str]:
-    """The one gunicorn command line used for the bridge and the baseline alike."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers",
-        str(workers),
-        "--worker-class",
-        "sync",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
-        "--timeout",
-        str(GUNICORN_TIMEOUT),
-        app_spec,
-    ]
-
-
 def child_pids(pid: int) -> list[int]:
     """Direct children of a process (gunicorn's workers of its master)."""
     try:
@@ -256,9 +239,9 @@ def _wait_http(url: str, process: subprocess.Popen, log_path: Path, timeout: flo
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
             try:
-                session.get(url, timeout=1).close()
+                session.get(url, timeout=5).close()
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused while binding, a slow first answer
                 time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
@@ -344,15 +327,24 @@ def baseline_server(workdir: Path, workers: int, standin_info: dict[str, Any]) -
 class BenchBridge(LiveBridge):
     """The tests' LiveBridge (own instance, CLI, login), started with :func:`gunicorn_command`."""
 
-    def __init__(self, instance: Path, *, workers: int = 2, extra_env: dict | None = None):
-        super().__init__(instance, workers=workers, extra_env=extra_env)
+    def __init__(
+        self,
+        instance: Path,
+        *,
+        workers: int = 2,
+        extra_env: dict | None = None,
+        gunicorn_args: tuple[str, ...] = (),
+    ):
+        super().__init__(
+            instance, workers=workers, extra_env=extra_env, gunicorn_args=gunicorn_args
+        )
         self.session.trust_env = False
 
     def start(self) -> BenchBridge:
         self.cli("init")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            gunicorn_command("app:app", self.port, self.workers),
+            gunicorn_command("app:app", self.port, self.workers, *self.gunicorn_args),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

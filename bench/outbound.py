@@ -4,7 +4,7 @@ Bridge: ``POST /api/v1/conversations/<id>/messages`` (API key check, store the
 message, claim it, one ``POST /api/v4/posts`` as a reply in the thread, log
 the call, mark it sent). Baseline: ``bench.baseline_app`` doing only that one
 ``requests.Session.post`` to the same stand-in. Both under the same gunicorn
-command (2 sync workers), both up at once, measured in interleaved blocks
+command (gunicorn.conf.py, 2 workers), both up at once, measured in interleaved blocks
 (alternating which goes first) from one client Session, sequentially, after
 a warm-up.
 """

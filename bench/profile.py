@@ -1,7 +1,7 @@
 """Profile the bridge where the budgets are measured: inside a gunicorn worker.
 
 ``python -m bench.profile outbound|inbound [--requests N] [--workers W]
-[--concurrency C]`` starts the bridge under gunicorn (default: one sync worker)
+[--concurrency C]`` starts the bridge under gunicorn (default: one gthread worker)
 wrapped by :func:`bridge_app` (pyinstrument per request, after a warm-up),
 drives the benchmark's traffic (inbound: from C concurrent clients), and
 prints each worker's combined profile plus the median time inside the WSGI
@@ -107,8 +107,8 @@ def main() -> None:
         from . import common
 
         original = common.gunicorn_command
-        common.gunicorn_command = lambda spec, port, workers: original(
-            "bench.profile:bridge_app", port, workers
+        common.gunicorn_command = lambda spec, port, workers, *extra: original(
+            "bench.profile:bridge_app", port, workers, *extra
         )
         try:
             bridge.start()

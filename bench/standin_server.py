@@ -1,8 +1,9 @@
 """``python -m bench.standin_server``: the tests' Mattermost stand-in as a child process.
 
 Driven by :class:`bench.common.StandinProcess` with JSON lines: it prints the
-world's ids once, then answers ``["posts", [...]]``, ``["stats", null]`` and
-``["stop", null]`` read from stdin. It exits when stdin closes.
+world's ids once, then answers ``["posts", [...]]``, ``["set", {"post_delay":
+seconds}]``, ``["stats", null]`` and ``["stop", null]`` read from stdin. It
+exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main() -> None:
                             }
                         )
                     send(created)
+                elif command == "set":
+                    mm.post_delay = float(args["post_delay"])
+                    send({"post_delay": mm.post_delay})
                 elif command == "stats":
                     with mm._lock:
                         send(
@@ -68,6 +72,7 @@ def main() -> None:
                                 "requests": len(mm.requests_seen),
                                 "internal_errors": len(mm.internal_errors),
                                 "webhook_deliveries": len(mm.webhook_deliveries),
+                                "posts_in_flight": mm.posts_in_flight,
                             }
                         )
                 else:

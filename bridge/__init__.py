@@ -38,6 +38,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
     )
+    from .worker import settings_from_env
+
+    # The worker's schedule; the web's sends use the same retry schedule and reclaim age.
+    app.config["WORKER"] = settings_from_env(os.environ)
     if test_config:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -22,7 +23,7 @@ from .integration import (
     valid_notification_type,
     verify_bot,
 )
-from .store import ENVIRONMENTS
+from .store import ENVIRONMENTS, Store
 
 ENV_CHOICE = click.Choice(ENVIRONMENTS)
 
@@ -230,6 +231,40 @@ def retry_command(env: str | None) -> None:
         raise SystemExit(1)
 
 
+@click.command("worker")
+@with_appcontext
+@click.option("--once", is_flag=True, help="Make one pass and exit (instead of looping).")
+def worker_command(once: bool) -> None:
+    """Retry failed messages, route kept replies, deliver callbacks, prune the log.
+
+    Runs until SIGTERM or Ctrl-C, which end it after the item in hand.
+    """
+    from .worker import Worker, install_signal_handlers
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s"
+    )
+    # A store of its own for the worker's lifetime, not the app context's.
+    store = Store(current_app.config["DATABASE"])
+    try:
+        store.migrate()
+        worker = Worker(
+            store,
+            current_app.config["WORKER"],
+            session=current_app.config.get("MATTERMOST_SESSION"),
+        )
+        if once:
+            counts = worker.run_once()
+            click.echo(counts.summary() or "Nothing to do.")
+            if counts.errors:
+                raise SystemExit(1)
+            return
+        install_signal_handlers(worker)
+        worker.run()
+    finally:
+        store.close()
+
+
 @click.command("prune-log")
 @with_appcontext
 @click.option(
@@ -251,6 +286,7 @@ def init_app(app: Flask) -> None:
         configure_command,
         api_key_command,
         retry_command,
+        worker_command,
         prune_log_command,
     ):
         app.cli.add_command(command)

@@ -23,10 +23,13 @@ def get_store() -> Store:
 def get_sender() -> Sender:
     """A sender on the request's store; tests may inject a session via config."""
     if "sender" not in g:
+        worker = current_app.config["WORKER"]
         g.sender = Sender(
             get_store(),
             session=current_app.config.get("MATTERMOST_SESSION"),
             retry_budget=current_app.config.get("SEND_RETRY_BUDGET", 8.0),
+            schedule=worker.schedule,
+            reclaim_after=worker.reclaim_after,
         )
     return g.sender
 

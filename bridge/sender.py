@@ -1,8 +1,8 @@
 """Synchronous send: persist -> post -> log, with bounded retries.
 
 Every message is stored before it is sent, so nothing is lost when
-Mattermost is down: it stays ``failed`` with the cause, and ``retry`` sends
-it later. Each message carries a stable ``pending_key`` that is passed to
+Mattermost is down: it stays ``failed`` with the cause and the time of its
+next attempt, and the worker (``flask --app app worker``) sends it then. Each message carries a stable ``pending_key`` that is passed to
 Mattermost as ``pending_post_id``, so a retry within the server's 30 s
 deduplication window never posts twice; a later retry first looks for the
 message's key in the props of the thread's or channel's posts. Split messages
@@ -13,7 +13,7 @@ attempt stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,27 @@ from .store import Store
 from .text import neutralize_mentions, split_text
 
 # How long one synchronous send may keep retrying before the message is left
-# `failed` for `flask retry`: the host API caller is waiting on us.
+# `failed` for the worker: the host API caller is waiting on us.
 RETRY_BUDGET_SECONDS = 8.0
 MAX_ATTEMPTS = 4
 BACKOFF_SECONDS = (0.5, 1.0, 2.0)
+# When the worker tries a failed message again, after its 1st, 2nd, ... failed
+# attempt; the last delay repeats. Short at first (a Mattermost restart takes
+# a minute), then every 15 minutes for a long outage or a bot left out of a
+# channel.
+RETRY_SCHEDULE_SECONDS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0)
+# The longest a live sender holds a claim without recording progress: a look
+# for parts an earlier attempt posted (one call, 3.05 + 10 s), then one
+# part's post with its retries (the last attempt may start just inside the
+# 8 s budget and take a whole call's timeout): 13.05 + 8 + 13.05 = 34.1 s.
+# Split messages record each posted part. A reply whose thread root must go
+# first adds the root's own send: about 55 s for a one-part root.
+LONGEST_CLAIM_SECONDS = 2 * sum(mm.DEFAULT_TIMEOUT) + RETRY_BUDGET_SECONDS
+# So a claim older than 120 s belongs to a sender that died (a web worker
+# killed mid-send): the worker takes the message back. More than twice the
+# longest live hold, and still short enough that a visitor's message waits
+# about two minutes, not five, after a crash.
+RECLAIM_AFTER_SECONDS = 120.0
 
 
 class ConversationClosed(Exception):
@@ -50,6 +67,9 @@ class Sender:
     :param session: the requests Session for Mattermost calls (tests inject one).
     :param sleep: how to wait between attempts (tests pass a no-op).
     :param retry_budget: seconds one send may spend retrying.
+    :param schedule: delays before the worker's next attempt after the 1st,
+        2nd, ... failed one (the last repeats).
+    :param reclaim_after: seconds after which a 'sending' claim is taken back.
     """
 
     def __init__(
@@ -60,12 +80,16 @@ class Sender:
         sleep: Callable[[float], None] = time.sleep,
         retry_budget: float = RETRY_BUDGET_SECONDS,
         timeout: tuple[float, float] = mm.DEFAULT_TIMEOUT,
+        schedule: Sequence[float] = RETRY_SCHEDULE_SECONDS,
+        reclaim_after: float = RECLAIM_AFTER_SECONDS,
     ):
         self.store = store
         self.session = session
         self.sleep = sleep
         self.retry_budget = retry_budget
         self.timeout = timeout
+        self.schedule = tuple(schedule) or RETRY_SCHEDULE_SECONDS
+        self.reclaim_after = reclaim_after
 
     # -- entry points ---------------------------------------------------------
 
@@ -124,9 +148,10 @@ class Sender:
         return self.deliver(message["id"], settings=settings, claimed=True, message=message)
 
     def retry_failed(self, env: str | None = None) -> dict[str, int]:
-        """Send again every ``failed`` message (oldest first); counts by outcome."""
+        """Send again every ``failed`` message now, whatever its schedule
+        (``flask retry``, oldest first); counts by outcome."""
         counts = {"sent": 0, "failed": 0, "skipped": 0}
-        for message_id in self.store.failed_message_ids(env):
+        for message_id in self.store.failed_message_ids(env, stale_after=self.reclaim_after):
             message = self.store.message(message_id)
             if not self.store.environment(message["env"])["active"]:
                 counts["skipped"] += 1
@@ -179,18 +204,50 @@ class Sender:
         """
         message = message or self.store.message(message_id)
         settings = settings or self.store.environment(message["env"])
+        if not claimed:
+            # Another worker may be sending it right now: then it stays as it is.
+            return self.resend(message_id, settings=settings) or message
         if not settings["active"]:
-            reason = "environment is inactive"
-            self._log_skip(message["env"], message, reason)
-            return self.store.finish_message(message_id, "skipped", reason=reason)
-        if not claimed and not self.store.claim_message(message_id):
-            return message  # another worker is sending it right now
+            return self._skip_inactive(message)
+        return self._send(message, settings, conversation, retrying=False)
+
+    def resend(
+        self, message_id: int, *, settings: dict | None = None, due_only: bool = False
+    ) -> dict[str, Any] | None:
+        """Claim a stored message and send it again; None when another sender has it.
+
+        :param due_only: a failed message only once its next attempt is due
+            (the worker: another worker may have just tried it).
+        """
+        message = self.store.message(message_id)
+        settings = settings or self.store.environment(message["env"])
+        if not settings["active"]:
+            return self._skip_inactive(message)
+        if not self.store.claim_message(
+            message_id, stale_after=self.reclaim_after, due_only=due_only
+        ):
+            return None
+        # Read as claimed: an earlier sender may have posted some parts meanwhile.
+        return self._send(self.store.message(message_id), settings, None, retrying=True)
+
+    def _skip_inactive(self, message: dict) -> dict[str, Any]:
+        reason = "environment is inactive"
+        self._log_skip(message["env"], message, reason)
+        return self.store.finish_message(message["id"], "skipped", reason=reason)
+
+    def _send(
+        self, message: dict, settings: dict, conversation: dict | None, *, retrying: bool
+    ) -> dict[str, Any]:
+        """Place, post and record one claimed message.
+
+        :param retrying: an earlier attempt may have posted it: look first.
+        """
         channel_id = message["channel_id"]
         calls: list[mm.CallRecord] = []
         try:
             channel_id, root_id = self._placement(message, settings, conversation)
             posted = self._post_parts(
-                message, settings, channel_id, root_id, calls, retrying=not claimed
+                message, settings, channel_id, root_id, calls, retrying=retrying
             )
         except mm.MattermostError as exc:
             error = explain(exc, settings, channel_id)
@@ -222,12 +279,18 @@ class Sender:
         **outcome: Any,
     ) -> dict[str, Any]:
         """The calls' log rows, the thread root and the outcome: one transaction."""
+        if status == "failed":
+            outcome["next_attempt_at"] = time.time() + self.retry_delay(message["attempts"])
         with self.store.immediate():
             for record in calls:
                 self.store.log(**call_log_fields(message["env"], message, record))
             if root:
                 self.store.set_conversation_root(message["conversation_id"], *root)
             return self.store.finish_message(message["id"], status, **outcome)
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds until the next attempt of a message that failed ``attempts`` times."""
+        return self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
 
     def _placement(
         self, message: dict, settings: dict, conversation: dict | None

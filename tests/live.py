@@ -1,7 +1,10 @@
 """The bridge as it runs in production: gunicorn on 127.0.0.1, its own instance.
 
-Used by the integration and browser tests. Started and stopped by PID; the
-CLI is run as a subprocess against the same database, as an admin would.
+Used by the integration and browser tests. gunicorn reads the repository's
+gunicorn.conf.py (the settings of ``make run`` and the Procfile); only the
+port and the number of workers are given on its command line. Started and
+stopped by PID; the CLI and the worker run as subprocesses against the same
+database, as an admin would run them.
 """
 
 from __future__ import annotations
@@ -9,15 +12,60 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "gunicorn.conf.py"
 ADMIN_PASSWORD = "integration-password"
+
+
+def gunicorn_command(app_spec: str, port: int, workers: int, *extra: str) -> list[str]:
+    """gunicorn with the repository's gunicorn.conf.py, on 127.0.0.1:port.
+
+    :param extra: more command-line settings, which win over the file's.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(GUNICORN_CONF),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        *extra,
+        app_spec,
+    ]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process (the workers of a gunicorn master)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 15) -> int | None:
+    """SIGTERM by PID, SIGKILL if it is still there after ``timeout``; its exit code."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    return process.returncode
 
 
 def free_port() -> int:
@@ -30,15 +78,24 @@ class LiveBridge:
     """gunicorn serving ``app:app`` with a fresh instance folder.
 
     :param instance: folder for the database and secret key.
-    :param workers: gunicorn sync workers.
+    :param workers: gunicorn worker processes (threads as gunicorn.conf.py says).
+    :param gunicorn_args: more gunicorn settings, which win over gunicorn.conf.py.
     """
 
-    def __init__(self, instance: Path, *, workers: int = 2, extra_env: dict | None = None):
+    def __init__(
+        self,
+        instance: Path,
+        *,
+        workers: int = 2,
+        extra_env: dict | None = None,
+        gunicorn_args: tuple[str, ...] = (),
+    ):
         self.instance = Path(instance)
         self.instance.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
+        self.gunicorn_args = tuple(gunicorn_args)
         self.env = {
             **os.environ,
             "BRIDGE_DATABASE": str(self.instance / "bridge.db"),
@@ -56,19 +113,7 @@ class LiveBridge:
         self.cli("init")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(self.workers),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--no-control-socket",
-                "--timeout",
-                "60",
-                "app:app",
-            ],
+            gunicorn_command("app:app", self.port, self.workers, *self.gunicorn_args),
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
@@ -95,15 +140,30 @@ class LiveBridge:
 
     def stop(self) -> None:
         self.session.close()
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         if getattr(self, "_log", None):
             self._log.close()
+
+    def worker_pids(self) -> list[int]:
+        """The PIDs of gunicorn's web workers (children of the master)."""
+        return child_pids(self.process.pid) if self.process else []
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.env["BRIDGE_DATABASE"])
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only query on the bridge's database, as dicts."""
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    def worker(self, **extra_env: str) -> LiveWorker:
+        """A ``flask --app app worker`` process on this bridge's database (not started)."""
+        return LiveWorker(self.instance, {**self.env, **extra_env})
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """``flask --app app ARGS`` against this instance's database."""
@@ -149,3 +209,61 @@ class LiveBridge:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LiveWorker:
+    """``flask --app app worker`` in its own process, logging to a file.
+
+    :param instance: folder for its log file.
+    :param env: the process environment (the bridge's, plus the worker's settings).
+    """
+
+    def __init__(self, instance: Path, env: dict[str, str]):
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(instance) / f"worker-{free_port()}.log"
+        self._log = None
+
+    def start(self) -> LiveWorker:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, wait for it to finish its item and exit; its exit code."""
+        code = stop_process(self.process, timeout=timeout)
+        if self._log:
+            self._log.close()
+            self._log = None
+        return code
+
+    def __enter__(self) -> LiveWorker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.05, what: str = ""):
+    """Poll ``condition()`` until it returns something truthy; that value.
+
+    :raises TimeoutError: naming ``what`` when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not within {timeout:g} s: {what or condition}")
+        time.sleep(interval)

@@ -39,6 +39,7 @@ MAX_POST_SIZE = 16383  # model.PostMessageMaxRunesV2, the default MaxPostSize
 PENDING_POST_TTL = 30.0  # app/post.go pendingPostIDsCacheTTL
 WEBHOOK_TIMEOUT = 30.0  # ServiceSettings.OutgoingIntegrationRequestsTimeout default
 WEBHOOK_USER_AGENT = "Mattermost-Bot/1.1"  # services/httpservice default user agent
+HOLD_LIMIT = 60.0  # a held post is let go after this long, so no test hangs for ever
 
 # model.NewId(): 16 random bytes, base32 with this alphabet, padding cut -> 26 chars.
 _ID_ALPHABET = "ybndrfg8ejkmcpqxot1uwisza345h769"
@@ -164,6 +165,12 @@ class MattermostStandin:
         self._lock = threading.RLock()
         self.url: str | None = None
         self.delay = 0.0
+        # Seconds every create-post request takes (a slow server), on top of ``delay``.
+        self.post_delay = 0.0
+        # Create-post requests being answered right now; ``_in_flight`` wakes waiters.
+        self.posts_in_flight = 0
+        self._in_flight = threading.Condition(self._lock)
+        self._gate: _Gate | None = None
         # The server's MaxPostSize (4000 on an old database schema), as the client config says.
         self.max_post_size = MAX_POST_SIZE
         self.rate_limit_every = 0
@@ -451,6 +458,37 @@ class MattermostStandin:
         fields = {"channel_id": channel_id, "message": message, "root_id": root_id}
         return self._finish_create(author, channel, fields)
 
+    def hold_posts(self, *, after_save: bool = False) -> None:
+        """Hold every create-post request from now on open until :meth:`release_posts`.
+
+        ``after_save`` False holds them before the post is saved (a server that
+        has not got to it yet), True after it is saved but before the answer
+        (the answer is what gets lost).
+        """
+        with self._lock:
+            self._gate = _Gate(after_save)
+
+    def release_posts(self, *, save: bool = True) -> None:
+        """Let the held requests go; ``save`` False abandons the ones held before saving.
+
+        An abandoned request saves nothing and frees its pending_post_id, as
+        app/post.go CreatePost does (its deferred seenPendingPostIdsCache.Remove)
+        when the post cannot be saved, e.g. once the client has gone.
+        """
+        with self._lock:
+            gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.save = save
+            gate.event.set()
+
+    def wait_for_posts_in_flight(self, count: int, timeout: float = 10.0) -> None:
+        """Block until at least ``count`` create-post requests are being answered."""
+        with self._in_flight:
+            if not self._in_flight.wait_for(lambda: self.posts_in_flight >= count, timeout):
+                raise TimeoutError(
+                    f"{self.posts_in_flight} create-post requests in flight, not {count}"
+                )
+
     def wait_for_webhooks(self, timeout: float = 5.0) -> None:
         """Block until every webhook delivery started so far has finished.
 
@@ -501,6 +539,7 @@ class MattermostStandin:
 
     def close(self) -> None:
         """Stop the server and wait (briefly) for webhook deliveries; idempotent."""
+        self.release_posts(save=False)  # no handler thread left waiting on a gate
         self.stop()
         try:
             self.wait_for_webhooks(timeout=5.0)
@@ -728,12 +767,35 @@ class MattermostStandin:
             existing = self._dedupe_begin(fields.get("pending_post_id", ""))
             if existing is not None:
                 return 201, self._post_for_client(existing)
-        # ``delay`` is spent while the pending_post_id is reserved but the post not
-        # yet saved, so a retry during it sees the server's "still pending" 500.
-        self._pause()
-        post = self._finish_create(user, channel, fields)
+            gate = self._gate
+            self.posts_in_flight += 1
+            self._in_flight.notify_all()
+        try:
+            # ``delay`` is spent while the pending_post_id is reserved but the post not
+            # yet saved, so a retry during it sees the server's "still pending" 500.
+            self._pause()
+            if self.post_delay > 0:
+                time.sleep(self.post_delay)
+            if gate is not None and not gate.after_save:
+                gate.event.wait(HOLD_LIMIT)
+                if not gate.save:
+                    self._abandon(fields.get("pending_post_id", ""))
+            post = self._finish_create(user, channel, fields)
+            if gate is not None and gate.after_save:
+                gate.event.wait(HOLD_LIMIT)
+            with self._lock:
+                return 201, self._post_for_client(post, keep_pending_id=True)
+        finally:
+            with self._lock:
+                self.posts_in_flight -= 1
+                self._in_flight.notify_all()
+
+    def _abandon(self, pending_post_id: str) -> None:
+        """A held request let go unsaved: free its pending id and answer a 500."""
         with self._lock:
-            return 201, self._post_for_client(post, keep_pending_id=True)
+            if pending_post_id:
+                self._pending.pop(pending_post_id, None)
+        raise AppError(500, "app.post.save.app_error", "Unable to save the post.")
 
     def _api_get_post(self, request, user, post_id):
         with self._lock:
@@ -1086,6 +1148,15 @@ class MattermostStandin:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+class _Gate:
+    """Holds create-post requests open (see MattermostStandin.hold_posts)."""
+
+    def __init__(self, after_save: bool) -> None:
+        self.event = threading.Event()
+        self.after_save = after_save
+        self.save = True
 
 
 def _shut(connection: socket.socket) -> None:

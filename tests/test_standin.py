@@ -390,3 +390,48 @@ def test_stop_resets_a_request_still_in_flight(mm):
         mm.stop()
         with pytest.raises(requests.ConnectionError):
             pending.result()
+
+
+def test_held_posts_are_in_flight_until_released_and_then_saved(mm):
+    mm.hold_posts()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        held = [
+            pool.submit(
+                create_post, requests, mm, mm.bot, "support", f"held {n}", pending_post_id=f"h{n}"
+            )
+            for n in range(3)
+        ]
+        mm.wait_for_posts_in_flight(3)
+        assert mm.posts == [] and not any(future.done() for future in held)
+        mm.release_posts()
+        answers = [future.result() for future in held]
+    assert [answer.status_code for answer in answers] == [201, 201, 201]
+    assert sorted(post["message"] for post in mm.posts) == ["held 0", "held 1", "held 2"]
+    assert mm.posts_in_flight == 0
+
+
+def test_a_held_post_released_unsaved_frees_its_pending_id(mm, http):
+    mm.hold_posts()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(
+            create_post, requests, mm, mm.bot, "support", "lost", pending_post_id="l1"
+        )
+        mm.wait_for_posts_in_flight(1)
+        mm.release_posts(save=False)
+        assert_app_error(held.result(), 500, "app.post.save.app_error")
+    assert mm.posts == []
+    # The retry with the same pending id is a new post, not "still pending".
+    again = create_post(http, mm, mm.bot, "support", "lost", pending_post_id="l1")
+    assert again.status_code == 201 and len(mm.posts) == 1
+
+
+def test_a_post_held_after_saving_is_saved_before_its_answer(mm, http):
+    mm.hold_posts(after_save=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(
+            create_post, requests, mm, mm.bot, "support", "kept", pending_post_id="k1"
+        )
+        mm.wait_for_posts_in_flight(1)
+        assert [post["message"] for post in mm.posts] == ["kept"] and not held.done()
+        mm.release_posts()
+        assert held.result().json()["id"] == mm.posts[0]["id"]

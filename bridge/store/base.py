@@ -26,8 +26,11 @@ OUTCOMES = ("ok", "error", "rejected", "ignored")
 LOG_PAGE_SIZE = 50
 MESSAGES_PAGE_SIZE = 100
 CONVERSATIONS_PAGE_SIZE = 50
-# A message stuck in 'sending' longer than this was abandoned by a dead worker.
-STALE_SENDING_SECONDS = 300
+# A claim ('sending') older than this was left by a sender that died (a web
+# worker killed mid-send, a power cut) and may be taken back. It must be
+# longer than any live send holds a claim without recording progress: see
+# bridge.sender.RECLAIM_AFTER_SECONDS, which is what the sender passes here.
+STALE_SENDING_SECONDS = 120
 
 
 class NotFound(LookupError):

@@ -105,20 +105,33 @@ class MessagesMixin:
             raise NotFound(f"conversation {conversation_id!r} has no message")
         return self.message(row["id"])
 
-    def claim_message(self, message_id: int) -> bool:
+    def claim_message(
+        self,
+        message_id: int,
+        *,
+        stale_after: float = STALE_SENDING_SECONDS,
+        due_only: bool = False,
+    ) -> bool:
         """Mark a message as being sent; False when another worker already is.
 
         The conditional UPDATE is atomic, so of two workers retrying the same
         message only one posts it. A 'skipped' message can be claimed too: a
         conversation begun while its environment was inactive gets its root
         post when the next message comes after activation.
+
+        :param stale_after: a 'sending' claim older than this many seconds was
+            left by a dead sender and is taken over.
+        :param due_only: a 'failed' message only once its next attempt is due
+            (the worker); ``flask retry`` and a thread's root sent first ignore
+            the schedule.
         """
         now = time.time()
         cursor = self.db.execute(
             "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = ?"
-            " WHERE id = ? AND (status IN ('pending', 'failed', 'skipped')"
+            " WHERE id = ? AND (status IN ('pending', 'skipped')"
+            " OR (status = 'failed' AND (? OR next_attempt_at IS NULL OR next_attempt_at <= ?))"
             " OR (status = 'sending' AND updated_at < ?))",
-            [now, message_id, now - STALE_SENDING_SECONDS],
+            [now, message_id, int(not due_only), now, now - stale_after],
         )
         return cursor.rowcount == 1
 
@@ -138,10 +151,15 @@ class MessagesMixin:
         error: str = "",
         reason: str = "",
         post_ids: list[str] | None = None,
+        next_attempt_at: float | None = None,
     ) -> dict[str, Any]:
-        """Record the outcome of a send (and the ids of the posts it made)."""
+        """Record the outcome of a send (and the ids of the posts it made).
+
+        :param next_attempt_at: for a 'failed' one, when the worker tries again.
+        """
         row = self._one(
             "UPDATE messages SET status = ?, error = ?, reason = ?, updated_at = ?,"
+            " next_attempt_at = ?,"
             " channel_id = COALESCE(?, channel_id), chunk_post_ids = COALESCE(?, chunk_post_ids),"
             " post_id = COALESCE(?, post_id) WHERE id = ? RETURNING *",
             [
@@ -149,6 +167,7 @@ class MessagesMixin:
                 error,
                 reason,
                 time.time(),
+                next_attempt_at,
                 channel_id,
                 json.dumps(post_ids) if post_ids else None,
                 post_ids[0] if post_ids else None,
@@ -159,17 +178,48 @@ class MessagesMixin:
             raise NotFound(f"no message with id {message_id!r}")
         return decode_message(row)
 
-    def failed_message_ids(self, env: str | None = None) -> list[int]:
-        """Messages to retry, oldest first so a thread's root goes before its replies."""
+    def failed_message_ids(
+        self, env: str | None = None, *, stale_after: float = STALE_SENDING_SECONDS
+    ) -> list[int]:
+        """Messages to retry now, whatever their schedule (``flask retry``).
+
+        Oldest first, so a thread's root goes before its replies.
+        """
         sql = (
             "SELECT id FROM messages WHERE (status = 'failed'"
             " OR (status = 'sending' AND updated_at < ?))"
         )
-        params: list[Any] = [time.time() - STALE_SENDING_SECONDS]
+        params: list[Any] = [time.time() - stale_after]
         if env:
             sql += " AND env = ?"
             params.append(env)
         return [row["id"] for row in self.db.query(sql + " ORDER BY id", params)]
+
+    def due_message_ids(self, *, stale_after: float, limit: int = 50) -> list[int]:
+        """What the worker sends now: failed messages whose next attempt is due,
+        and claims left by a dead sender, of active environments, oldest first."""
+        now = time.time()
+        return [
+            row["id"]
+            for row in self.db.query(
+                "SELECT id FROM messages"
+                " WHERE ((status = 'failed'"
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?))"
+                " OR (status = 'sending' AND updated_at < ?))"
+                " AND env IN (SELECT name FROM environments WHERE active = 1)"
+                " ORDER BY id LIMIT ?",
+                [now, now - stale_after, limit],
+            )
+        ]
+
+    def next_attempt(self, env: str) -> float | None:
+        """When the worker next tries one of the environment's failed messages."""
+        row = self._one(
+            "SELECT MIN(COALESCE(next_attempt_at, 0)) AS at FROM messages"
+            " WHERE env = ? AND status = 'failed'",
+            [env],
+        )
+        return row["at"]
 
     def count_failed(self, env: str) -> int:
         row = self._one(

@@ -155,6 +155,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE environments ADD COLUMN max_post_size INTEGER NOT NULL DEFAULT 16383;
     """,
+    # 9 (the worker): when the worker tries a failed message next (growing delays).
+    """
+    ALTER TABLE messages ADD COLUMN next_attempt_at REAL;
+    """,
 ]
 
 

@@ -26,6 +26,7 @@ from ..integration import (
     verify_bot,
 )
 from ..store import CONVERSATIONS_PAGE_SIZE, NotFound
+from ..worker import worker_status
 from . import parse_id
 from .auth import login_required
 
@@ -59,9 +60,23 @@ def dashboard():
                     settings["name"], "outbound", action=("post", "test_message")
                 ),
                 "last_inbound": store.last_valid_inbound(settings["name"]),
+                "next_attempt": store.next_attempt(settings["name"]),
             }
         )
-    return render_template("admin/dashboard.html", cards=cards)
+    status = worker_status(store, stale_after=current_app.config["WORKER"].stale_after)
+    status["age_text"] = _age_text(status["age"])
+    return render_template("admin/dashboard.html", cards=cards, worker=status)
+
+
+def _age_text(seconds: float | None) -> str:
+    """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 days ago``."""
+    if seconds is None:
+        return "never"
+    seconds = max(seconds, 0)
+    for size, unit in ((86400, " days"), (3600, " h"), (60, " min")):
+        if seconds >= 2 * size or (size < 86400 and seconds >= size):
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)} s ago"
 
 
 # -- authentication screen ----------------------------------------------------------
