@@ -13,6 +13,8 @@ from flask_htmx import HTMX
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .files import private_directory, restrict
+
 MAX_BODY_BYTES = 1024 * 1024
 
 csrf = CSRFProtect()
@@ -44,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = os.environ.get("BRIDGE_SECRET_KEY") or instance_secret_key(
             app.instance_path
         )
+    restrict(app.instance_path)  # owner-only even when a checkout made it 0755
     if os.environ.get("BRIDGE_BEHIND_PROXY", "").lower() in ("1", "true", "yes"):
         # nginx in front: trust one hop of X-Forwarded-For/Proto/Host/Prefix.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
@@ -91,9 +94,10 @@ def instance_secret_key(instance_path: str) -> str:
 
     Several gunicorn workers may start at once: the key is written to a
     private temporary file and hard-linked into place, which is atomic, so
-    every worker ends up reading the same complete key.
+    every worker ends up reading the same complete key. The folder is 0700
+    and the key 0600, whatever the umask (see bridge/files.py).
     """
-    os.makedirs(instance_path, exist_ok=True)
+    private_directory(instance_path)
     path = os.path.join(instance_path, "secret_key")
     if not os.path.exists(path):
         temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -106,4 +110,5 @@ def instance_secret_key(instance_path: str) -> str:
             pass  # another worker won the race; use its key
         finally:
             os.unlink(temporary)
+    restrict(path)  # a key written by an older version may be 0644
     return Path(path).read_text().strip()

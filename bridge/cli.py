@@ -13,6 +13,7 @@ from . import instance_secret_key
 from . import mattermost as mm
 from .callbacks import CallbackSender
 from .db import get_sender, get_store
+from .files import private_directory
 from .inbound import InboundRouter
 from .integration import (
     NOTIFICATION_TYPE_RULE,
@@ -31,9 +32,10 @@ ENV_CHOICE = click.Choice(ENVIRONMENTS)
 @with_appcontext
 def init_command() -> None:
     """Create the instance folder, the schema (idempotent) and the secret key."""
-    os.makedirs(current_app.instance_path, exist_ok=True)
+    private_directory(current_app.instance_path)
     database_dir = os.path.dirname(os.path.abspath(current_app.config["DATABASE"]))
-    os.makedirs(database_dir, exist_ok=True)
+    if not os.path.isdir(database_dir):
+        private_directory(database_dir)  # a folder the admin made keeps its mode
     if not os.environ.get("BRIDGE_SECRET_KEY"):
         instance_secret_key(current_app.instance_path)
     version = get_store().migrate()

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from ..files import private_database
 from .schema import MIGRATIONS, split_sql
 
 ENVIRONMENTS = ("test", "production")
@@ -45,7 +46,12 @@ def new_id() -> str:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open the database in autocommit mode, WAL journal, 5 s busy timeout."""
+    """Open the database in autocommit mode, WAL journal, 5 s busy timeout.
+
+    The file (created when missing) and its -wal/-shm are owner-only: they
+    hold the tokens in plain text.
+    """
+    private_database(path)
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=5000")
