@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         DATABASE=os.environ.get("BRIDGE_DATABASE") or os.path.join(app.instance_path, "bridge.db"),
         ADMIN_PASSWORD=os.environ.get("BRIDGE_ADMIN_PASSWORD", ""),
         PUBLIC_URL=os.environ.get("BRIDGE_PUBLIC_URL", "").rstrip("/"),
+        CHAT_ORIGINS=os.environ.get("BRIDGE_CHAT_ORIGINS", ""),
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -55,30 +56,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     htmx.init_app(app)
     app.jinja_env.filters["when"] = format_timestamp
 
-    from . import cli, db, errors
+    from . import cli, db, errors, headers
     from .views import admin, api, auth, chat, checklist, hooks, log
 
     db.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     cli.init_app(app)
     for blueprint in (auth.bp, admin.bp, checklist.bp, log.bp, api.bp, hooks.bp, chat.bp):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhook) or capability-URL (chat) routes; see chat.py.
     for blueprint in (api.bp, hooks.bp, chat.bp):
         csrf.exempt(blueprint)
-    app.after_request(add_security_headers)
     return app
-
-
-def add_security_headers(response):
-    """No framing of admin pages (clickjacking); the chat page may be embedded."""
-    from flask import request
-
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.blueprint != "chat":
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 def format_timestamp(timestamp: float | None) -> str:
