@@ -52,6 +52,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # nginx in front: trust one hop of X-Forwarded-For/Proto/Host/Prefix.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
 
+    from . import bodies
+
+    bodies.init_app(app)  # first: a body over 1 MiB is a 413 before CSRF reads the form
     csrf.init_app(app)
     htmx.init_app(app)
     app.jinja_env.filters["when"] = format_timestamp
