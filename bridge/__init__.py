@@ -14,6 +14,7 @@ from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .files import private_directory, restrict
+from .sessions import idle_lifetime
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -39,6 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=idle_lifetime(os.environ.get("BRIDGE_SESSION_IDLE_HOURS")),
         WTF_CSRF_TIME_LIMIT=None,
     )
     if test_config:
@@ -52,8 +54,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # nginx in front: trust one hop of X-Forwarded-For/Proto/Host/Prefix.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
 
-    from . import bodies
+    from . import bodies, sessions
 
+    sessions.init_app(app)
     bodies.init_app(app)  # first: a body over 1 MiB is a 413 before CSRF reads the form
     csrf.init_app(app)
     htmx.init_app(app)

@@ -53,8 +53,8 @@ def set_password_command(password: str | None) -> None:
         raise click.ClickException("the password needs at least 8 characters")
     store = get_store()
     store.migrate()
-    store.set_meta("admin_password_hash", generate_password_hash(password))
-    click.echo("Admin password set.")
+    store.set_admin_password_hash(generate_password_hash(password))
+    click.echo("Admin password set; every admin session opened before has ended.")
 
 
 @click.command("configure")
