@@ -17,9 +17,11 @@ from .files import private_directory
 from .inbound import InboundRouter
 from .integration import (
     NOTIFICATION_TYPE_RULE,
+    TokenNeeded,
     activation_problems,
     logged_client,
     new_api_key,
+    token_for_server,
     valid_notification_type,
     verify_bot,
 )
@@ -144,7 +146,13 @@ def _parse_notify(pairs: tuple[str, ...]) -> dict[str, str]:
 def _verified_identity(store, settings: dict, fields: dict) -> dict:
     """Check the (new or saved) token against the server; stop on failure."""
     server_url = fields.get("server_url", settings["server_url"])
-    token = fields.get("bot_token", settings["bot_token"])
+    try:
+        token = token_for_server(settings, server_url, fields.get("bot_token"))
+    except TokenNeeded:
+        raise click.ClickException(
+            "a new --server-url needs --bot-token too: the saved token is only sent to "
+            f"the saved server ({settings['server_url']}); nothing saved"
+        ) from None
     if not server_url or not token:
         raise click.ClickException("need --server-url and --bot-token (nothing saved yet)")
     client = logged_client(store, settings, server_url=server_url, token=token)
