@@ -17,9 +17,7 @@ from flask import Flask, current_app, request
 BASE_POLICY = "default-src 'self'; base-uri 'none'; form-action 'self'; object-src 'none'"
 # A CSP host-source with a scheme: https://chat.example.com, http://localhost:3000,
 # https://*.example.com. Anything else (a path, a ';') would break or widen the header.
-ORIGIN = re.compile(
-    r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?", re.ASCII
-)
+ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?", re.ASCII)
 
 
 def parse_chat_origins(value: str) -> str:

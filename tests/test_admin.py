@@ -110,7 +110,9 @@ def elsewhere(mm):
         json=BOT,
         headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
     )
-    mm.get(f"{ELSEWHERE}/api/v4/config/client", json={}, headers={"Content-Type": "application/json"})
+    mm.get(
+        f"{ELSEWHERE}/api/v4/config/client", json={}, headers={"Content-Type": "application/json"}
+    )
     return mm
 
 

@@ -42,9 +42,7 @@ def console_errors(page: Page) -> list[str]:
     return errors
 
 
-def test_admin_pages_work_under_the_policy_without_a_violation(
-    page: Page, bridge, console_errors
-):
+def test_admin_pages_work_under_the_policy_without_a_violation(page: Page, bridge, console_errors):
     page.goto(bridge.url + "/")
     expect(page).to_have_url(re.compile(r"/login"), timeout=TIMEOUT)
     policy = page.request.get(bridge.url + "/login").headers["content-security-policy"]
@@ -87,7 +85,7 @@ def embedder(bridge):
     ).encode()
 
     class Page(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))

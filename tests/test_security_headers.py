@@ -49,7 +49,9 @@ def test_chat_page_may_be_framed_by_any_site_by_default(client):
 
 @pytest.fixture
 def chat_origins_app(tmp_path, monkeypatch):
-    monkeypatch.setenv("BRIDGE_CHAT_ORIGINS", "https://www.example.com, https://*.shop.example:8443/")
+    monkeypatch.setenv(
+        "BRIDGE_CHAT_ORIGINS", "https://www.example.com, https://*.shop.example:8443/"
+    )
     app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE": str(tmp_path / "b.db")})
     Store(app.config["DATABASE"]).migrate()
     yield app
@@ -94,7 +96,7 @@ def test_templates_have_no_inline_script_style_or_handlers():
     root = Path(__file__).resolve().parent.parent
     offenders = []
     for template in sorted((root / ROOT_TEMPLATES).rglob("*.html")):
-        text = re.sub(r"\{#.*?#\}", "", template.read_text(), flags=re.S)  # Jinja comments
+        text = re.sub(r"\{#.*?#\}", "", template.read_text(), flags=re.DOTALL)  # Jinja comments
         for pattern in (
             r"<script(?![^>]*\bsrc=)",
             r"<style",

@@ -163,9 +163,7 @@ def test_cookie_is_secure_on_https_and_not_on_plain_http(app, client, runner):
 
 def test_cookie_path_is_the_mount_point(app, client, runner):
     runner.invoke(args=["set-password", "--password", ADMIN_PASSWORD])
-    header = login_cookie_header(
-        client, environ_overrides={"SCRIPT_NAME": "/bridge"}
-    )
+    header = login_cookie_header(client, environ_overrides={"SCRIPT_NAME": "/bridge"})
     assert cookie_attributes(header)["path"] == "/bridge"
 
 
@@ -173,8 +171,13 @@ def test_behind_nginx_the_cookie_follows_x_forwarded_proto_and_prefix(tmp_path, 
     monkeypatch.setenv("BRIDGE_BEHIND_PROXY", "1")
     database = str(tmp_path / "b.db")
     app = create_app(
-        {"TESTING": True, "SECRET_KEY": "k", "DATABASE": database, "WTF_CSRF_ENABLED": False,
-         "ADMIN_PASSWORD": ADMIN_PASSWORD}
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATABASE": database,
+            "WTF_CSRF_ENABLED": False,
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        }
     )
     Store(database).migrate()
     header = login_cookie_header(

@@ -219,7 +219,9 @@ def test_the_posted_message_neutralizes_the_visitors_name_and_text():
         post = format_message(message, is_root=is_root)
         assert rendered_links(post) == []
         assert mattermost_mentions(post) == set()
-        assert post.replace(ZERO_WIDTH_SPACE, "").count("![x](http://tracker.example/pixel.png)") == 1
+        assert (
+            post.replace(ZERO_WIDTH_SPACE, "").count("![x](http://tracker.example/pixel.png)") == 1
+        )
 
 
 def test_notifications_from_the_host_keep_their_markdown():
@@ -228,7 +230,9 @@ def test_notifications_from_the_host_keep_their_markdown():
 
 
 def test_neutralize_does_mentions_and_links():
-    assert neutralize("@all [a](b)") == "@" + ZERO_WIDTH_SPACE + "all [a]" + ZERO_WIDTH_SPACE + "(b)"
+    assert (
+        neutralize("@all [a](b)") == "@" + ZERO_WIDTH_SPACE + "all [a]" + ZERO_WIDTH_SPACE + "(b)"
+    )
 
 
 # -- split_text ----------------------------------------------------------------

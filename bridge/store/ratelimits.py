@@ -30,6 +30,4 @@ class RateLimitsMixin:
 
     def forget_rate_limit_hit(self, bucket: str) -> None:
         """Take one hit back (it turned out not to count, e.g. a correct password)."""
-        self.db.execute(
-            "UPDATE rate_limits SET hits = MAX(hits - 1, 0) WHERE bucket = ?", [bucket]
-        )
+        self.db.execute("UPDATE rate_limits SET hits = MAX(hits - 1, 0) WHERE bucket = ?", [bucket])

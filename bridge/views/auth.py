@@ -86,9 +86,7 @@ def password_matches(candidate: str) -> bool:
 
 def session_stamp() -> str:
     """What a live admin session carries; it changes when sessions must end."""
-    credential = current_app.config["ADMIN_PASSWORD"] or get_store().get_meta(
-        "admin_password_hash"
-    )
+    credential = current_app.config["ADMIN_PASSWORD"] or get_store().get_meta("admin_password_hash")
     key = current_app.config["SECRET_KEY"]
     key = key.encode() if isinstance(key, str) else key
     message = f"{get_store().session_epoch()}\0{credential or ''}".encode()
