@@ -95,8 +95,8 @@ class AuthForm(FlaskForm):
         "Bot token",
         validators=[Length(max=200)],
         description=(
-            "The bot account's access token. Leave it empty to keep the saved one; "
-            "a new server URL needs it typed again."
+            "The bot account's access token. Leave it empty to keep the saved one "
+            "(for the same server only: a new address needs the token again)."
         ),
     )
     webhook_token = PasswordField(
