@@ -13,6 +13,9 @@ from flask_htmx import HTMX
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .files import private_directory, restrict
+from .sessions import idle_lifetime
+
 MAX_BODY_BYTES = 1024 * 1024
 
 csrf = CSRFProtect()
@@ -33,9 +36,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         DATABASE=os.environ.get("BRIDGE_DATABASE") or os.path.join(app.instance_path, "bridge.db"),
         ADMIN_PASSWORD=os.environ.get("BRIDGE_ADMIN_PASSWORD", ""),
         PUBLIC_URL=os.environ.get("BRIDGE_PUBLIC_URL", "").rstrip("/"),
+        CHAT_ORIGINS=os.environ.get("BRIDGE_CHAT_ORIGINS", ""),
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=idle_lifetime(os.environ.get("BRIDGE_SESSION_IDLE_HOURS")),
         WTF_CSRF_TIME_LIMIT=None,
     )
     from .worker import settings_from_env
@@ -48,38 +53,32 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = os.environ.get("BRIDGE_SECRET_KEY") or instance_secret_key(
             app.instance_path
         )
+    restrict(app.instance_path)  # owner-only even when a checkout made it 0755
     if os.environ.get("BRIDGE_BEHIND_PROXY", "").lower() in ("1", "true", "yes"):
         # nginx in front: trust one hop of X-Forwarded-For/Proto/Host/Prefix.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
 
+    from . import bodies, sessions
+
+    sessions.init_app(app)
+    bodies.init_app(app)  # first: a body over 1 MiB is a 413 before CSRF reads the form
     csrf.init_app(app)
     htmx.init_app(app)
     app.jinja_env.filters["when"] = format_timestamp
 
-    from . import cli, db, errors
+    from . import cli, db, errors, headers
     from .views import admin, api, auth, chat, checklist, hooks, log
 
     db.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     cli.init_app(app)
     for blueprint in (auth.bp, admin.bp, checklist.bp, log.bp, api.bp, hooks.bp, chat.bp):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhook) or capability-URL (chat) routes; see chat.py.
     for blueprint in (api.bp, hooks.bp, chat.bp):
         csrf.exempt(blueprint)
-    app.after_request(add_security_headers)
     return app
-
-
-def add_security_headers(response):
-    """No framing of admin pages (clickjacking); the chat page may be embedded."""
-    from flask import request
-
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.blueprint != "chat":
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 def format_timestamp(timestamp: float | None) -> str:
@@ -95,9 +94,10 @@ def instance_secret_key(instance_path: str) -> str:
 
     Several gunicorn workers may start at once: the key is written to a
     private temporary file and hard-linked into place, which is atomic, so
-    every worker ends up reading the same complete key.
+    every worker ends up reading the same complete key. The folder is 0700
+    and the key 0600, whatever the umask (see bridge/files.py).
     """
-    os.makedirs(instance_path, exist_ok=True)
+    private_directory(instance_path)
     path = os.path.join(instance_path, "secret_key")
     if not os.path.exists(path):
         temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -110,4 +110,5 @@ def instance_secret_key(instance_path: str) -> str:
             pass  # another worker won the race; use its key
         finally:
             os.unlink(temporary)
+    restrict(path)  # a key written by an older version may be 0644
     return Path(path).read_text().strip()

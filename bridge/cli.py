@@ -14,12 +14,15 @@ from . import instance_secret_key
 from . import mattermost as mm
 from .callbacks import CallbackSender
 from .db import get_sender, get_store
+from .files import private_directory
 from .inbound import InboundRouter
 from .integration import (
     NOTIFICATION_TYPE_RULE,
+    TokenNeeded,
     activation_problems,
     logged_client,
     new_api_key,
+    token_for_server,
     valid_notification_type,
     verify_bot,
 )
@@ -32,9 +35,10 @@ ENV_CHOICE = click.Choice(ENVIRONMENTS)
 @with_appcontext
 def init_command() -> None:
     """Create the instance folder, the schema (idempotent) and the secret key."""
-    os.makedirs(current_app.instance_path, exist_ok=True)
+    private_directory(current_app.instance_path)
     database_dir = os.path.dirname(os.path.abspath(current_app.config["DATABASE"]))
-    os.makedirs(database_dir, exist_ok=True)
+    if not os.path.isdir(database_dir):
+        private_directory(database_dir)  # a folder the admin made keeps its mode
     if not os.environ.get("BRIDGE_SECRET_KEY"):
         instance_secret_key(current_app.instance_path)
     version = get_store().migrate()
@@ -52,8 +56,8 @@ def set_password_command(password: str | None) -> None:
         raise click.ClickException("the password needs at least 8 characters")
     store = get_store()
     store.migrate()
-    store.set_meta("admin_password_hash", generate_password_hash(password))
-    click.echo("Admin password set.")
+    store.set_admin_password_hash(generate_password_hash(password))
+    click.echo("Admin password set; every admin session opened before has ended.")
 
 
 @click.command("configure")
@@ -143,7 +147,13 @@ def _parse_notify(pairs: tuple[str, ...]) -> dict[str, str]:
 def _verified_identity(store, settings: dict, fields: dict) -> dict:
     """Check the (new or saved) token against the server; stop on failure."""
     server_url = fields.get("server_url", settings["server_url"])
-    token = fields.get("bot_token", settings["bot_token"])
+    try:
+        token = token_for_server(settings, server_url, fields.get("bot_token"))
+    except TokenNeeded:
+        raise click.ClickException(
+            "a new --server-url needs --bot-token too: the saved token is only sent to "
+            f"the saved server ({settings['server_url']}); nothing saved"
+        ) from None
     if not server_url or not token:
         raise click.ClickException("need --server-url and --bot-token (nothing saved yet)")
     client = logged_client(store, settings, server_url=server_url, token=token)

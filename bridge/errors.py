@@ -123,16 +123,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
 
-    @app.before_request
-    def refuse_large_bodies():
-        # Werkzeug only enforces MAX_CONTENT_LENGTH when a view reads the
-        # body; refuse early so every route answers 413 the same way.
-        length = request.content_length
-        if length is not None and length > app.config["MAX_CONTENT_LENGTH"]:
-            from werkzeug.exceptions import RequestEntityTooLarge
-
-            raise RequestEntityTooLarge()
-
     @app.after_request
     def vary_on_htmx(response):
         response.vary.add("HX-Request")

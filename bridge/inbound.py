@@ -82,7 +82,7 @@ def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -
     if mimetype == "application/json":
         try:
             data = json.loads(raw_body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # too deeply nested: 400 too
             raise PayloadError("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise PayloadError("the JSON body must be an object")

@@ -28,6 +28,30 @@ def valid_notification_type(kind: str) -> bool:
     return bool(NOTIFICATION_TYPE.match(kind))
 
 
+class TokenNeeded(ValueError):
+    """A new server URL came without a token: the saved one must not go there."""
+
+
+def token_for_server(settings: dict[str, Any], server_url: str, typed_token: str | None) -> str:
+    """The bot token that may be sent to ``server_url``.
+
+    The typed token, else the saved one, but the saved one only to the saved
+    server URL: whoever changes the URL (a mistake, or someone at an
+    unattended admin screen) must not receive the bot's token.
+
+    :raises TokenNeeded: the URL differs from the saved one and no token was typed.
+    """
+    typed = (typed_token or "").strip()
+    if typed:
+        return typed
+    if settings["bot_token"] and server_url != settings["server_url"]:
+        raise TokenNeeded(
+            "The server URL changed: type the bot token again. The saved token is only "
+            f"sent to the saved server ({settings['server_url']})."
+        )
+    return settings["bot_token"]
+
+
 def logged_client(
     store: Store,
     settings: dict[str, Any],

@@ -22,7 +22,7 @@ import requests
 from . import mattermost as mm
 from .integration import call_log_fields, logged_client
 from .store import Store
-from .text import neutralize_mentions, split_text
+from .text import neutralize, split_text
 
 # How long one synchronous send may keep retrying before the message is left
 # `failed` for the worker: the host API caller is waiting on us.
@@ -452,8 +452,8 @@ def format_message(message: dict, *, is_root: bool) -> str:
     """The post text: visitor text neutralized and attributed, notifications as given."""
     if message["direction"] == "notification":
         return message["text"]
-    name = neutralize_mentions(" ".join(message["author"].split())) or "Visitor"
-    text = neutralize_mentions(message["text"])
+    name = neutralize(" ".join(message["author"].split())) or "Visitor"
+    text = neutralize(message["text"])
     if is_root:
         return f"**{name}** started a web chat:\n{text}"
     return f"**{name}:** {text}"

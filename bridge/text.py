@@ -1,4 +1,4 @@
-"""Text shaping for Mattermost posts: mentions neutralized, long text split."""
+"""Text shaping for Mattermost posts: mentions and links neutralized, long text split."""
 
 from __future__ import annotations
 
@@ -22,6 +22,29 @@ def neutralize_mentions(text: str) -> str:
     left alone.
     """
     return _MENTION.sub("@" + ZERO_WIDTH_SPACE, text)
+
+
+def neutralize_links(text: str) -> str:
+    """Stop visitor text from placing images or disguised links in front of agents.
+
+    Mattermost renders posts as Markdown: ``![x](http://tracker/pixel.png)``
+    (or ``![x][1]`` with ``[1]: http://...``) loads an image in every
+    agent's client, and ``[https://bank.example](http://evil)`` shows one
+    address but opens another. Every such form needs a ``]`` directly
+    followed by ``(``, ``[``, ``:``, or (in Mattermost's marked,
+    webapp/channels/src/utils/markdown, mattermost/marked lib/marked.js
+    ``reflink``) whitespace and ``[``. A zero-width space after each ``]``
+    breaks them all: the agent reads the text as typed, brackets included,
+    and bare addresses in it are autolinked as themselves. Raw HTML
+    (``<img>``, ``<a>``) needs nothing: Mattermost renders it as text
+    (marked's ``sanitize: true``).
+    """
+    return text.replace("]", "]" + ZERO_WIDTH_SPACE)
+
+
+def neutralize(text: str) -> str:
+    """Visitor text made safe to post: no mentions, no images, no disguised links."""
+    return neutralize_links(neutralize_mentions(text))
 
 
 def split_text(text: str, limit: int) -> list[str]:

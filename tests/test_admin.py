@@ -68,7 +68,8 @@ def test_a_token_that_fails_verification_saves_nothing(admin, store, mm):
 def test_a_mistyped_server_url_saves_nothing(admin, store, mm):
     save_auth(admin, bot_token=GOOD)
     mm.get("https://chat.exmple.com/api/v4/users/me", exc=__import__("requests").ConnectionError)
-    page = save_auth(admin, server_url="https://chat.exmple.com").get_data(as_text=True)
+    page = save_auth(admin, server_url="https://chat.exmple.com", bot_token=GOOD)
+    page = page.get_data(as_text=True)
     assert "Nothing saved" in page and "cannot reach" in page
     assert store.environment("test")["server_url"] == SERVER
 
@@ -94,6 +95,60 @@ def test_verify_checks_what_is_typed_and_saves_nothing(admin, store, mm):
     assert (settings["bot_token"], settings["bot_username"]) == (GOOD, "bridge-bot")
     saved = admin.post("/env/test/auth/verify", data={"server_url": "", "bot_token": ""})
     assert "@bridge-bot" in saved.get_data(as_text=True)
+
+
+# -- the saved token goes only to the saved server -----------------------------------------
+
+ELSEWHERE = "https://mattermost.elsewhere.example"
+
+
+@pytest.fixture
+def elsewhere(mm):
+    """Another server that would happily answer as a bot to any token it is sent."""
+    mm.get(
+        f"{ELSEWHERE}/api/v4/users/me",
+        json=BOT,
+        headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
+    )
+    mm.get(
+        f"{ELSEWHERE}/api/v4/config/client", json={}, headers={"Content-Type": "application/json"}
+    )
+    return mm
+
+
+def calls_to(mock, base: str) -> list:
+    return [r for r in mock.request_history if r.url.startswith(base + "/")]
+
+
+def test_save_with_a_new_server_url_and_an_empty_token_sends_the_saved_token_nowhere(
+    admin, store, elsewhere
+):
+    save_auth(admin, bot_token=GOOD)
+    page = save_auth(admin, server_url=ELSEWHERE, webhook_token=HOOK_TOKEN)
+    text = page.get_data(as_text=True)
+    assert "The server URL changed: type the bot token again." in text
+    assert f"only sent to the saved server ({SERVER})" in text
+    assert calls_to(elsewhere, ELSEWHERE) == []
+    settings = store.environment("test")
+    assert (settings["server_url"], settings["webhook_token"]) == (SERVER, "")
+
+
+def test_verify_with_a_new_server_url_and_an_empty_token_sends_the_saved_token_nowhere(
+    admin, store, elsewhere
+):
+    save_auth(admin, bot_token=GOOD)
+    page = admin.post("/env/test/auth/verify", data={"server_url": ELSEWHERE, "bot_token": ""})
+    assert "type the bot token again" in page.get_data(as_text=True)
+    assert calls_to(elsewhere, ELSEWHERE) == []
+
+
+def test_a_new_server_url_with_the_token_typed_again_is_verified_there(admin, store, elsewhere):
+    save_auth(admin, bot_token=GOOD)
+    page = save_auth(admin, server_url=ELSEWHERE, bot_token=OTHER).get_data(as_text=True)
+    assert "Saved and verified." in page
+    (me, *_) = calls_to(elsewhere, ELSEWHERE)
+    assert me.headers["Authorization"] == f"Bearer {OTHER}"
+    assert store.environment("test")["server_url"] == ELSEWHERE
 
 
 def test_a_webhook_token_that_is_not_mattermost_shaped_is_refused(admin, store, mm):

@@ -152,6 +152,19 @@ def test_configure_needs_a_server_and_token_the_first_time(runner, store, reques
     assert store.environment("test")["webhook_token"] == ""
 
 
+def test_a_new_server_url_without_bot_token_is_refused_and_sends_the_token_nowhere(
+    runner, store, mattermost
+):
+    assert configure(runner).exit_code == 0
+    elsewhere = "https://mattermost.elsewhere.example"
+    mattermost.get(f"{elsewhere}/api/v4/users/me", json=BOT, headers=JSON)
+    result = invoke(runner, "configure", "test", "--server-url", elsewhere)
+    assert result.exit_code == 1
+    assert "a new --server-url needs --bot-token too" in result.output
+    assert [r.url for r in mattermost.request_history if r.url.startswith(elsewhere)] == []
+    assert store.environment("test")["server_url"] == SERVER
+
+
 def test_configure_with_a_good_token_stores_the_bot(runner, store, mattermost):
     result = invoke(
         runner,

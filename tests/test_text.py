@@ -1,4 +1,4 @@
-"""bridge/text.py: mentions neutralized, long text split."""
+"""bridge/text.py: mentions and links neutralized, long text split."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from bridge.text import ZERO_WIDTH_SPACE, iso_time, neutralize_mentions, split_text
+from bridge.sender import format_message
+from bridge.text import (
+    ZERO_WIDTH_SPACE,
+    iso_time,
+    neutralize,
+    neutralize_links,
+    neutralize_mentions,
+    split_text,
+)
 
 SYSTEM_MENTIONS = {"@channel", "@here", "@all"}
 
@@ -128,6 +136,103 @@ def test_neutralized_mention_reads_the_same_apart_from_a_zero_width_space():
 )
 def test_email_addresses_and_plain_text_are_untouched(text):
     assert neutralize_mentions(text) == text
+
+
+# -- neutralize_links: what Mattermost's Markdown would turn into images and links ------
+
+# The link grammar of Mattermost's marked (mattermost/marked lib/marked.js, used
+# by webapp/channels/src/utils/markdown): inline links and images, reference
+# links (whitespace allowed before the second "["), shortcut references, and
+# reference definitions. Searched at every position, which finds at least
+# what the real parser does (the server's CommonMark parser is stricter still).
+_INSIDE = r"(?:\[[^\]]*\]|[^\[\]]|\](?=[^\[]*\]))*"
+_HREF = r"""\s*<?([\s\S]*?)>?(?:\s+['"]([\s\S]*?)['"])?\s*"""
+INLINE = re.compile(rf"(!?)\[({_INSIDE})\]\({_HREF}\)")
+REFERENCE = re.compile(rf"(!?)\[({_INSIDE})\]\s*\[([^\]]*)\]")
+SHORTCUT = re.compile(r"(!?)\[((?:\[[^\]]*\]|[^\[\]])*)\]")
+DEFINITION = re.compile(r"^ *\[([^\]]+)\]: *<?([^\s>]+)>?", re.MULTILINE)
+
+
+def rendered_links(text: str) -> list[tuple[str, str, str]]:
+    """(kind, text, destination) of every image or link the Markdown would render."""
+    definitions = {label.lower(): href for label, href in DEFINITION.findall(text)}
+    found = [("definition", label, href) for label, href in DEFINITION.findall(text)]
+    for start in range(len(text)):
+        if text[start] not in "![":
+            continue
+        if match := INLINE.match(text, start):
+            found.append(("image" if match[1] else "link", match[2], match[3]))
+        elif (match := REFERENCE.match(text, start)) and (match[3] or match[2]).lower() in (
+            definitions
+        ):
+            href = definitions[(match[3] or match[2]).lower()]
+            found.append(("image" if match[1] else "link", match[2], href))
+        elif (match := SHORTCUT.match(text, start)) and match[2].lower() in definitions:
+            found.append(("image" if match[1] else "link", match[2], definitions[match[2].lower()]))
+    return found
+
+
+ATTACKS = [
+    "![x](http://tracker.example/pixel.png)",
+    '![x](http://tracker.example/pixel.png "title")',
+    "![x](<http://tracker.example/pixel.png>)",
+    "![](http://tracker.example/p.png =1x1)",
+    "look ![x][1] here\n\n[1]: http://tracker.example/pixel.png",
+    "![x] [1]\n\n[1]: http://tracker.example/pixel.png",  # marked allows the space
+    "![x]\n[1]\n\n[1]: http://tracker.example/pixel.png",
+    "![pixel]\n\n[pixel]: http://tracker.example/pixel.png",
+    "[https://bank.example](http://evil.example/login)",
+    "[https://bank.example][b]\n\n[b]: http://evil.example",
+    "[https://bank.example]\n\n[https://bank.example]: http://evil.example",
+    "[a [nested] label](http://evil.example)",
+    "[a]b](http://evil.example)",
+    "  [ref]: http://evil.example\n[ref]",
+    "[![x](http://tracker.example/p.png)](http://evil.example)",
+]
+
+
+@pytest.mark.parametrize("text", ATTACKS)
+def test_visitor_text_renders_no_image_and_no_link_after_neutralizing(text):
+    assert rendered_links(text), "the model should see the attack in the raw text"
+    assert rendered_links(neutralize_links(text)) == []
+
+
+@pytest.mark.parametrize("text", ATTACKS)
+def test_neutralized_links_read_as_typed_apart_from_zero_width_spaces(text):
+    assert neutralize_links(text).replace(ZERO_WIDTH_SPACE, "") == text
+
+
+def test_brackets_that_make_no_link_are_kept_and_bare_urls_stay_whole():
+    text = "my order [#1234] at https://shop.example/orders?id=7 (see above)"
+    result = neutralize_links(text)
+    assert "https://shop.example/orders?id=7" in result  # still autolinked as itself
+    assert result.replace(ZERO_WIDTH_SPACE, "") == text
+
+
+def test_the_posted_message_neutralizes_the_visitors_name_and_text():
+    message = {
+        "direction": "visitor",
+        "author": "[Support](http://evil.example) @channel",
+        "text": "hi ![x](http://tracker.example/pixel.png) @here",
+    }
+    for is_root in (True, False):
+        post = format_message(message, is_root=is_root)
+        assert rendered_links(post) == []
+        assert mattermost_mentions(post) == set()
+        assert (
+            post.replace(ZERO_WIDTH_SPACE, "").count("![x](http://tracker.example/pixel.png)") == 1
+        )
+
+
+def test_notifications_from_the_host_keep_their_markdown():
+    message = {"direction": "notification", "author": "", "text": "[Booking 7](https://host/7)"}
+    assert format_message(message, is_root=True) == "[Booking 7](https://host/7)"
+
+
+def test_neutralize_does_mentions_and_links():
+    assert (
+        neutralize("@all [a](b)") == "@" + ZERO_WIDTH_SPACE + "all [a]" + ZERO_WIDTH_SPACE + "(b)"
+    )
 
 
 # -- split_text ----------------------------------------------------------------

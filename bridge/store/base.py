@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from ..files import private_database
 from .schema import MIGRATIONS, split_sql
 
 ENVIRONMENTS = ("test", "production")
@@ -53,7 +54,12 @@ BUSY_TIMEOUT = 5.0
 
 
 def connect(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
-    """Open the database in autocommit mode, WAL journal, with a busy timeout."""
+    """Open the database in autocommit mode, WAL journal, with a busy timeout.
+
+    The file (created when missing) and its -wal/-shm are owner-only: they
+    hold the tokens in plain text.
+    """
+    private_database(path)
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any
 
@@ -22,6 +23,22 @@ class SettingsMixin:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [key, value],
         )
+
+    # -- admin sessions ----------------------------------------------------------
+
+    def session_epoch(self) -> str:
+        """Changes whenever every admin session must end (logout, a new password)."""
+        return self.get_meta("session_epoch") or ""
+
+    def end_admin_sessions(self) -> None:
+        """Make every admin session cookie issued so far worthless."""
+        self.set_meta("session_epoch", secrets.token_hex(16))
+
+    def set_admin_password_hash(self, password_hash: str) -> None:
+        """Save a new admin password hash; the sessions opened with the old one end."""
+        with self.immediate():
+            self.set_meta("admin_password_hash", password_hash)
+            self.end_admin_sessions()
 
     # -- environments ----------------------------------------------------------
 

@@ -16,12 +16,14 @@ from .. import mattermost as mm
 from ..db import get_sender, get_store
 from ..integration import (
     NOTIFICATION_TYPE_RULE,
+    TokenNeeded,
     activation_problems,
     channel_groups,
     logged_client,
     mask_secret,
     new_api_key,
     team_channel_label,
+    token_for_server,
     valid_notification_type,
     verify_bot,
 )
@@ -107,7 +109,10 @@ class AuthForm(FlaskForm):
     bot_token = PasswordField(
         "Bot token",
         validators=[Length(max=200)],
-        description="The bot account's access token.",
+        description=(
+            "The bot account's access token. Leave it empty to keep the saved one "
+            "(for the same server only: a new address needs the token again)."
+        ),
     )
     webhook_token = PasswordField(
         "Outgoing webhook token",
@@ -123,11 +128,16 @@ def env_auth(env: str):
     form = AuthForm(data={"server_url": settings["server_url"]})
     verification = None
     if form.validate_on_submit():
-        verification = _save_auth(settings, form)
-        settings = store.environment(env)
-        if not htmx:
-            flash(verification["summary"], "ok" if verification["ok"] else "error")
-            return redirect(url_for("admin.env_auth", env=env))
+        try:
+            token_for_server(settings, form.server_url.data, form.bot_token.data)
+        except TokenNeeded as exc:
+            form.bot_token.errors.append(str(exc))  # nothing saved, nothing sent
+        else:
+            verification = _save_auth(settings, form)
+            settings = store.environment(env)
+            if not htmx:
+                flash(verification["summary"], "ok" if verification["ok"] else "error")
+                return redirect(url_for("admin.env_auth", env=env))
     template = "admin/_auth_form.html" if htmx else "admin/auth.html"
     return render_template(
         template,
@@ -147,7 +157,7 @@ def _save_auth(settings: dict, form: AuthForm) -> dict:
     server_url = form.server_url.data
     new_token = (form.bot_token.data or "").strip()
     webhook_token = (form.webhook_token.data or "").strip()
-    token = new_token or settings["bot_token"]
+    token = token_for_server(settings, server_url, new_token)  # env_auth checked it
     fields = {"webhook_token": webhook_token} if webhook_token else {}
     if server_url == settings["server_url"] and not new_token:
         if fields:
@@ -185,7 +195,11 @@ def env_verify(env: str):
     except ValueError as exc:
         verification = {"ok": False, "summary": str(exc)}
         return render_template("admin/_verify_result.html", verification=verification, env=env)
-    token = typed_token or settings["bot_token"]
+    try:
+        token = token_for_server(settings, server_url, typed_token)
+    except TokenNeeded as exc:
+        verification = {"ok": False, "summary": str(exc)}
+        return render_template("admin/_verify_result.html", verification=verification, env=env)
     if not server_url:
         verification = {"ok": False, "summary": "Enter the server URL first."}
     elif not token:

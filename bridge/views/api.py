@@ -55,7 +55,10 @@ def _body() -> dict[str, Any]:
         raise ApiError(
             415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)"
         )
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
     if body is None:
         raise ApiError(400, "invalid_json", "the body is not valid JSON")
     if not isinstance(body, dict):

@@ -1,15 +1,30 @@
-"""Admin access: first-run setup, login, logout, and the guard on every admin page."""
+"""Admin access: first-run setup, login, logout, and the guard on every admin page.
+
+Sessions are signed cookies (bridge/sessions.py), which the server cannot
+delete. So each session carries a *stamp*: an HMAC of the session epoch (in
+the meta table) and the current password. Logging out or setting a password
+changes the epoch, and so ends every session opened before, in every
+browser; changing BRIDGE_ADMIN_PASSWORD does the same.
+
+Password checks are throttled per client address and in all (the
+``rate_limits`` table, shared by every gunicorn worker): a few a minute, then
+429 with Retry-After. A correct password is taken back off both counts.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
+import math
 import re
+import sqlite3
 
 from flask import (
     Blueprint,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -28,6 +43,13 @@ bp = Blueprint("auth", __name__)
 # A path on this site: one "/", then no "/" or "\\", and only printable ASCII
 # (browsers drop tabs and newlines, so "/\t/evil.example" would become "//evil.example").
 LOCAL_PATH = re.compile(r"/(?![/\\])[!-~]*")
+
+# Login throttling: fixed one-minute windows in the shared rate_limits table.
+LOGIN_WINDOW_SECONDS = 60
+LOGIN_TRIES_PER_ADDRESS = 5
+# Against many addresses at once. The price: while someone keeps failing
+# this often, a correct password also waits for the window to end (< 1 min).
+LOGIN_TRIES_IN_ALL = 20
 
 
 class SetupForm(FlaskForm):
@@ -62,13 +84,45 @@ def password_matches(candidate: str) -> bool:
     return bool(stored) and check_password_hash(stored, candidate)
 
 
+def session_stamp() -> str:
+    """What a live admin session carries; it changes when sessions must end."""
+    credential = current_app.config["ADMIN_PASSWORD"] or get_store().get_meta("admin_password_hash")
+    key = current_app.config["SECRET_KEY"]
+    key = key.encode() if isinstance(key, str) else key
+    message = f"{get_store().session_epoch()}\0{credential or ''}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def is_admin() -> bool:
+    """This request comes with a session opened since the last logout or password change."""
+    if "is_admin" not in g:
+        stamp = session.get("stamp")
+        g.is_admin = isinstance(stamp, str) and hmac.compare_digest(stamp, session_stamp())
+    return g.is_admin
+
+
+@bp.app_context_processor
+def admin_nav():
+    def show_admin_nav() -> bool:
+        if "stamp" not in session:
+            return False
+        try:
+            return is_admin()
+        except sqlite3.Error:
+            return False  # an error page about the database still renders
+
+    return {"show_admin_nav": show_admin_nav}
+
+
 def login_required(view):
-    """Send anonymous visitors to setup (first run) or login."""
+    """Send anonymous visitors (and ended sessions) to setup (first run) or login."""
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        if session.get("admin"):
+        if is_admin():
             return view(*args, **kwargs)
+        if "stamp" in session:
+            session.clear()  # an ended session: drop the cookie too
         target = "auth.setup" if not password_is_set() else "auth.login"
         came_from = request.full_path.rstrip("?") if request.method == "GET" else None
         location = url_for(target, next=came_from)
@@ -87,10 +141,11 @@ def admin_name() -> str:
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
     if password_is_set():
-        return redirect(url_for("admin.dashboard" if session.get("admin") else "auth.login"))
+        return redirect(url_for("admin.dashboard" if is_admin() else "auth.login"))
     form = SetupForm()
     if form.validate_on_submit():
-        get_store().set_meta("admin_password_hash", generate_password_hash(form.password.data))
+        get_store().set_admin_password_hash(generate_password_hash(form.password.data))
+        session.clear()
         flash("Admin password set. Log in with it.", "ok")
         return redirect(url_for("auth.login"))
     return render_template("auth/setup.html", form=form)
@@ -100,15 +155,19 @@ def setup():
 def login():
     if not password_is_set():
         return redirect(url_for("auth.setup"))
-    if session.get("admin") and request.method == "GET":
+    if request.method == "GET" and is_admin():
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
+        wait = _spend_login_try()
+        if wait:
+            return _too_many_tries(form, wait)
         if password_matches(form.password.data):
+            _give_login_try_back()
             session.clear()
-            session["admin"] = True
+            session["stamp"] = session_stamp()
             session["admin_name"] = form.name.data.strip()
-            session.permanent = True
+            session.permanent = True  # idle expiry: PERMANENT_SESSION_LIFETIME
             return redirect(_safe_next(request.args.get("next")))
         form.password.errors.append("Wrong password.")
     return render_template("auth/login.html", form=form)
@@ -116,9 +175,44 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    # Only a live session may end them all: a stranger with a CSRF token of
+    # his own must not be able to log every admin out.
+    if is_admin():
+        get_store().end_admin_sessions()
     session.clear()
     flash("Logged out.", "ok")
     return redirect(url_for("auth.login"))
+
+
+def _login_buckets() -> list[tuple[str, int]]:
+    return [
+        (f"login:{request.remote_addr}", LOGIN_TRIES_PER_ADDRESS),
+        ("login:*", LOGIN_TRIES_IN_ALL),
+    ]
+
+
+def _spend_login_try() -> float:
+    """Count a password check; the seconds to wait instead when a limit is reached."""
+    store = get_store()
+    for bucket, limit in _login_buckets():
+        if store.hit_rate_limit(bucket, limit=limit, window=LOGIN_WINDOW_SECONDS):
+            # Refused unchecked: an address over its own limit does not
+            # use up everyone's (the overall count comes second).
+            return store.rate_limit_wait(bucket, window=LOGIN_WINDOW_SECONDS)
+    return 0.0
+
+
+def _give_login_try_back() -> None:
+    """A correct password does not count against anyone's limit."""
+    store = get_store()
+    for bucket, _ in _login_buckets():
+        store.forget_rate_limit_hit(bucket)
+
+
+def _too_many_tries(form: LoginForm, wait: float):
+    seconds = max(1, math.ceil(wait))
+    body = render_template("auth/login.html", form=form, wait=seconds)
+    return body, 429, {"Retry-After": str(seconds)}
 
 
 def _safe_next(target: str | None) -> str:
