@@ -533,6 +533,12 @@ class MattermostStandin:
             self._hooks.append(hook)
             return hook["token"]
 
+    def update_outgoing_webhook(self, token: str, *, content_type: str) -> None:
+        """Change a hook's content type, as an admin editing it in Integrations would."""
+        with self._lock:
+            (hook,) = [hook for hook in self._hooks if hook["token"] == token]
+            hook["content_type"] = content_type
+
     def user_post(self, user: dict | str, channel_id: str, message: str, root_id: str = "") -> dict:
         """Post as ``user`` the way the web app does (same checks, fires webhooks).
 
