@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from bridge import callbacks
 from bridge.callbacks import CallbackSender, sign, verify_signature
+from tests.ids import mm_id
 
 SECRET = "callback-secret-0123456789"
 
@@ -91,7 +92,7 @@ def reply(store, receiver):
         direction="agent",
         author="Bo Agent",
         text="Your order ships today.",
-        post_id="mmpost0000000000000000001",
+        post_id=mm_id("mmpost1"),
         delivery_status="pending",
     )
 
@@ -256,7 +257,7 @@ def test_closing_event_is_delivered_as_conversation_closed(store, receiver, send
         direction="event",
         author="Bo",
         text="Bo closed the conversation.",
-        post_id="p-close",
+        post_id=mm_id("pclose"),
         delivery_status="pending",
     )
     assert sender.deliver(event["id"])
