@@ -131,7 +131,9 @@ class Sender:
             if not self.store.environment(message["env"])["active"]:
                 counts["skipped"] += 1
                 continue
-            message = self.deliver(message_id)
+            if not self.store.claim_message(message_id):
+                continue  # another worker or retry run is sending it, and counts it
+            message = self.deliver(message_id, claimed=True, retrying=True)
             counts[message["status"] if message["status"] in counts else "failed"] += 1
         return counts
 
@@ -170,12 +172,15 @@ class Sender:
         conversation: dict | None = None,
         claimed: bool = False,
         message: dict | None = None,
+        retrying: bool | None = None,
     ) -> dict[str, Any]:
         """Post a stored message (all its parts); returns it with its final status.
 
-        :param claimed: the message was stored as 'sending' by this request, so
-            no other worker can know it yet and the claim is skipped.
+        :param claimed: the caller already holds the message as 'sending' (it has
+            just stored it, or claimed it), so the claim is skipped.
         :param message: the message row when the caller has just stored it.
+        :param retrying: an earlier attempt may have posted it, so look first
+            (default: when the claim is not skipped).
         """
         message = message or self.store.message(message_id)
         settings = settings or self.store.environment(message["env"])
@@ -190,7 +195,12 @@ class Sender:
         try:
             channel_id, root_id = self._placement(message, settings, conversation)
             posted = self._post_parts(
-                message, settings, channel_id, root_id, calls, retrying=not claimed
+                message,
+                settings,
+                channel_id,
+                root_id,
+                calls,
+                retrying=not claimed if retrying is None else retrying,
             )
         except mm.MattermostError as exc:
             error = explain(exc, settings, channel_id)
