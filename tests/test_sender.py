@@ -548,3 +548,24 @@ def test_conversation_begun_while_inactive_is_mirrored_after_activation(mock, se
     root, second = posted(mock)
     assert "root_id" not in root and "Anyone there?" in root["message"]
     assert second["root_id"] == store.conversation(conversation["id"])["root_post_id"]
+
+
+def test_retry_leaves_a_message_another_run_is_sending_to_that_run(
+    mock, sender, store, monkeypatch
+):
+    mock.post(POSTS, **failure(403))
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    listed = store.failed_message_ids
+
+    def listed_then_taken(env=None):
+        ids = listed(env)
+        assert store.claim_message(message["id"])  # another run takes it right after
+        return ids
+
+    monkeypatch.setattr(store, "failed_message_ids", listed_then_taken)
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test") == {"sent": 0, "failed": 0, "skipped": 0}
+    assert mock.call_count == 0
+    assert store.message(message["id"])["status"] == "sending"  # still the other run's
