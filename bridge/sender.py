@@ -156,7 +156,9 @@ class Sender:
             if not self.store.environment(message["env"])["active"]:
                 counts["skipped"] += 1
                 continue
-            message = self.deliver(message_id)
+            message = self.resend(message_id)
+            if message is None:
+                continue  # another worker or retry run is sending it, and counts it
             counts[message["status"] if message["status"] in counts else "failed"] += 1
         return counts
 
@@ -198,8 +200,8 @@ class Sender:
     ) -> dict[str, Any]:
         """Post a stored message (all its parts); returns it with its final status.
 
-        :param claimed: the message was stored as 'sending' by this request, so
-            no other worker can know it yet and the claim is skipped.
+        :param claimed: the caller already holds the message as 'sending' (it has
+            just stored it, or claimed it), so the claim is skipped.
         :param message: the message row when the caller has just stored it.
         """
         message = message or self.store.message(message_id)

@@ -10,6 +10,7 @@ database, as an admin would run them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -66,6 +67,41 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 15) -> int |
             process.kill()
             process.wait(timeout=5)
     return process.returncode
+
+
+# The lines `flask retry` prints (bridge/cli.py retry_command), each read exactly.
+_RETRY_LINES = {
+    "messages": re.compile(
+        r"^Retried: (?P<sent>\d+) sent, (?P<failed>\d+) still failed, "
+        r"(?P<skipped>\d+) left for an inactive environment\.$"
+    ),
+    "replies": re.compile(
+        r"^Agent replies kept after a failed lookup: (?P<stored>\d+) stored, "
+        r"(?P<ignored>\d+) ignored, (?P<failed>\d+) still failing\.$"
+    ),
+    "callbacks": re.compile(
+        r"^Reply callbacks: (?P<delivered>\d+) delivered, (?P<failed>\d+) failed "
+        r"\(tried again later\)\.$"
+    ),
+}
+
+
+def retry_counts(stdout: str) -> dict[str, dict[str, int]]:
+    """``flask retry``'s output as numbers: {"messages": {"sent": 2, ...}, ...}.
+
+    A section the command did not print is absent; a line that matches no
+    pattern fails the test, so a changed wording cannot pass unnoticed.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for line in stdout.splitlines():
+        for section, pattern in _RETRY_LINES.items():
+            match = pattern.match(line.strip())
+            if match:
+                counts[section] = {key: int(value) for key, value in match.groupdict().items()}
+                break
+        else:
+            raise AssertionError(f"unexpected line from flask retry: {line!r}")
+    return counts
 
 
 def free_port() -> int:

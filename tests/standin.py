@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import requests
@@ -37,6 +38,7 @@ from werkzeug.wrappers import Request, Response
 VERSION_ID = "9.11.0.9.11.0.abc123.false"
 MAX_POST_SIZE = 16383  # model.PostMessageMaxRunesV2, the default MaxPostSize
 PENDING_POST_TTL = 30.0  # app/post.go pendingPostIDsCacheTTL
+GET_POSTS_SINCE_LIMIT = 1000  # sqlstore/post_store.go GetPostsSince: LIMIT 1000
 WEBHOOK_TIMEOUT = 30.0  # ServiceSettings.OutgoingIntegrationRequestsTimeout default
 WEBHOOK_USER_AGENT = "Mattermost-Bot/1.1"  # services/httpservice default user agent
 HOLD_LIMIT = 60.0  # a held post is let go after this long, so no test hangs for ever
@@ -73,6 +75,44 @@ ROUTES = Map(
 )
 # Endpoints the server serves without a session (api4 APIHandler, not APISessionRequired).
 _PUBLIC_ENDPOINTS = {"ping"}
+
+# A queued fault: do the work, then cut the connection instead of answering.
+LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Slow:
+    """A queued fault: answer this request ``seconds`` late."""
+
+    seconds: float
+
+
+class Gate:
+    """Holds requests to one endpoint until released; counts the arrivals."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._open = False
+        self.arrivals = 0
+
+    def wait_for_arrivals(self, n: int, timeout: float = 10.0) -> None:
+        """Block until ``n`` requests have reached the gate in all."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: self.arrivals >= n, timeout):
+                raise TimeoutError(f"{self.arrivals} of {n} requests reached the gate")
+
+    def release(self) -> None:
+        """Let the held requests (and every later one) through."""
+        with self._condition:
+            self._open = True
+            self._condition.notify_all()
+
+    def _pass(self) -> None:
+        with self._condition:
+            self.arrivals += 1
+            self._condition.notify_all()
+            # Bounded, so a test that forgets release() cannot hang a handler forever.
+            self._condition.wait_for(lambda: self._open, WEBHOOK_TIMEOUT)
 
 
 def new_id() -> str:
@@ -161,7 +201,9 @@ class MattermostStandin:
     runs on its own thread, every webhook delivery on another.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pending_post_ttl: float = PENDING_POST_TTL) -> None:
+        """:param pending_post_ttl: seconds a ``pending_post_id`` is remembered (30 on a
+        real server); a test shortens it to reach "retried after the window" quickly."""
         self._lock = threading.RLock()
         self.url: str | None = None
         self.delay = 0.0
@@ -174,7 +216,7 @@ class MattermostStandin:
         # The server's MaxPostSize (4000 on an old database schema), as the client config says.
         self.max_post_size = MAX_POST_SIZE
         self.rate_limit_every = 0
-        self.pending_post_ttl = PENDING_POST_TTL
+        self.pending_post_ttl = pending_post_ttl
 
         self.posts: list[dict] = []
         self.reactions: list[dict] = []
@@ -190,7 +232,11 @@ class MattermostStandin:
         self._posts_by_id: dict[str, dict] = {}
         self._hooks: list[dict] = []
         self._pending: dict[str, tuple[str, float]] = {}  # pending_post_id -> (post id, expiry)
-        self._failures: collections.deque[int] = collections.deque()
+        # Per-request faults, consumed one per API request in the order queued:
+        # an HTTP status, LOST (answer lost after the work is done) or Slow(seconds).
+        self._failures: collections.deque[int | str | Slow] = collections.deque()
+        self.failing_status: int | None = None  # every request once the queue is empty
+        self._gates: dict[str, Gate] = {}
         self._request_count = 0
 
         self._server = None
@@ -383,9 +429,56 @@ class MattermostStandin:
             self._tokens.pop(token, None)
 
     def fail_next(self, n: int, status: int) -> None:
-        """Answer the next ``n`` API requests with ``status`` (429: the rate limiter's reply)."""
+        """Answer the next ``n`` API requests with ``status`` (429: the rate limiter's reply).
+
+        Faults queued by fail_next, lose_next_answers and slow_next apply in the
+        order they were queued, one per request.
+        """
         with self._lock:
             self._failures.extend([status] * n)
+
+    def lose_next_answers(self, n: int) -> None:
+        """Serve the next ``n`` API requests fully (a post is saved, a pending id
+        recorded), then cut the connection without answering: a lost answer."""
+        with self._lock:
+            self._failures.extend([LOST] * n)
+
+    def slow_next(self, n: int, seconds: float) -> None:
+        """Serve the next ``n`` API requests ``seconds`` late (mid-way for a create-post:
+        the pending_post_id is reserved but the post not yet saved)."""
+        with self._lock:
+            self._failures.extend([Slow(seconds)] * n)
+
+    def faults_left(self) -> int:
+        """How many queued per-request faults have not been used yet."""
+        with self._lock:
+            return len(self._failures)
+
+    def hold(self, endpoint: str) -> Gate:
+        """Stop requests to ``endpoint`` (e.g. "create_post", "ping") at the point
+        where ``delay`` is spent, until the returned gate is released.
+
+        Tests use it to order events: wait for ``gate.wait_for_arrivals(n)``, act,
+        then ``gate.release()``. Released gates let everything through.
+        """
+        gate = Gate()
+        with self._lock:
+            self._gates[endpoint] = gate
+        return gate
+
+    def wait_for_pending_windows_to_close(self, timeout: float = 10.0) -> None:
+        """Block until no pending_post_id is remembered any more (each is kept for
+        ``pending_post_ttl`` seconds after its post was saved)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                open_windows = [e for e in self._pending.values() if e[1] >= now]
+            if not open_windows:
+                return
+            if now >= deadline:
+                raise TimeoutError(f"{len(open_windows)} pending_post_id windows still open")
+            time.sleep(0.05)
 
     def posts_in(self, channel_id: str) -> list[dict]:
         """The posts of one channel, oldest first (deleted ones included, see delete_at)."""
@@ -446,6 +539,12 @@ class MattermostStandin:
             }
             self._hooks.append(hook)
             return hook["token"]
+
+    def update_outgoing_webhook(self, token: str, *, content_type: str) -> None:
+        """Change a hook's content type, as an admin editing it in Integrations would."""
+        with self._lock:
+            (hook,) = [hook for hook in self._hooks if hook["token"] == token]
+            hook["content_type"] = content_type
 
     def user_post(self, user: dict | str, channel_id: str, message: str, root_id: str = "") -> dict:
         """Post as ``user`` the way the web app does (same checks, fires webhooks).
@@ -534,8 +633,12 @@ class MattermostStandin:
         # (werkzeug answers "Connection: close", so there are no idle keep-alives.)
         with self._lock:
             connections = list(self._connections)
+            gates = list(self._gates.values())
+            self._gates.clear()
         for connection in connections:
             _shut(connection)
+        for gate in gates:  # their requests were cut above; let the threads end
+            gate.release()
 
     def close(self) -> None:
         """Stop the server and wait (briefly) for webhook deliveries; idempotent."""
@@ -582,7 +685,12 @@ class MattermostStandin:
     # ------------------------------------------------------------ HTTP layer
 
     def _wsgi_app(self, environ, start_response):
-        response = self._respond(Request(environ))
+        request = Request(environ)
+        response = self._respond(request)
+        if environ.get("standin.lost"):
+            # The work is done (a post saved), but the client never hears of it.
+            _shut(environ["werkzeug.socket"])
+            raise ConnectionAbortedError("stand-in: answer lost on purpose")
         return response(environ, start_response)
 
     def _respond(self, request: Request) -> Response:
@@ -591,13 +699,17 @@ class MattermostStandin:
         with self._lock:
             # Path only: a query string could carry access_token.
             self.requests_seen.append((request.method, request.path))
-            injected = self._next_injected_status()
-        if injected is not None:
-            self._pause()
-            if injected == 429:
+            fault = self._next_fault()
+        if fault == LOST:
+            request.environ["standin.lost"] = True
+        elif isinstance(fault, Slow):
+            request.environ["standin.delay"] = fault.seconds
+        elif fault is not None:
+            self._pause(request, "")
+            if fault == 429:
                 return _rate_limited()
-            error = AppError(injected, "stand_in.injected.app_error", f"Injected {injected}.")
-            return self._json(injected, error.body(request_id), request_id)
+            error = AppError(fault, "stand_in.injected.app_error", f"Injected {fault}.")
+            return self._json(fault, error.body(request_id), request_id)
         try:
             endpoint, args = ROUTES.bind_to_environ(request.environ).match()
         except NotFound:
@@ -605,9 +717,10 @@ class MattermostStandin:
             return self._json(404, error.body(request_id), request_id)
         except MethodNotAllowed:
             return Response("", 405)  # gorilla/mux: empty body
+        request.environ["standin.endpoint"] = endpoint
         try:
             if endpoint != "create_post":  # create_post pauses mid-way, see there
-                self._pause()
+                self._pause(request, endpoint)
             user = None if endpoint in _PUBLIC_ENDPOINTS else self._authenticate(request)
             status, body = getattr(self, f"_api_{endpoint}")(request, user, **args)
         except AppError as error:
@@ -619,11 +732,13 @@ class MattermostStandin:
             return self._json(500, error.body(request_id), request_id)
         return self._json(status, body, request_id)
 
-    def _next_injected_status(self) -> int | None:
-        """Pop the next fail_next() status, or apply rate_limit_every (lock held)."""
+    def _next_fault(self) -> int | str | Slow | None:
+        """The next queued fault, else failing_status, else rate_limit_every (lock held)."""
         self._request_count += 1
         if self._failures:
             return self._failures.popleft()
+        if self.failing_status is not None:
+            return self.failing_status
         if self.rate_limit_every and self._request_count % self.rate_limit_every == 0:
             return 429
         return None
@@ -637,10 +752,15 @@ class MattermostStandin:
             content_type="application/json",
         )
 
-    def _pause(self) -> None:
-        delay = self.delay
+    def _pause(self, request: Request, endpoint: str) -> None:
+        """Where a request spends ``delay`` (a slow server) and waits at a held gate."""
+        delay = self.delay + request.environ.get("standin.delay", 0.0)
         if delay > 0:
             time.sleep(delay)
+        with self._lock:
+            gate = self._gates.get(endpoint)
+        if gate is not None:
+            gate._pass()
 
     def _authenticate(self, request: Request) -> dict:
         token = _token_from_header(request.headers.get("Authorization", ""))
@@ -719,24 +839,50 @@ class MattermostStandin:
             return 200, dict(channel)
 
     def _api_get_channel_posts(self, request, user, channel_id):
-        """GetPostsForChannel with ``since`` (ms): posts changed since then, as a PostList."""
-        since = request.args.get("since", "0")
-        if not since.isdigit():
+        """getPostsForChannel (api4/post.go): with ``since`` > 0, GetPostsSince.
+
+        As in sqlstore/post_store.go GetPostsSince (non-collapsed threads): the
+        channel's posts with ``UpdateAt > since`` -- deleted ones included, with
+        their delete_at set -- at most 1,000 of them (``LIMIT 1000`` with no ORDER
+        BY: which 1,000 is up to the database; here the oldest, in storage order),
+        plus the roots of those replies in ``posts``; ``order`` lists only the
+        posts changed after ``since``, newest CreateAt first. app/post.go
+        GetPostsSince passes the list on unchanged (filterInaccessiblePosts only
+        matters with Cloud's history limit). A reply bumps its root's UpdateAt
+        (SaveMultiple), so the root of a thread with new replies comes along too.
+
+        Without ``since`` the real server pages through the channel (GetPostsPage);
+        here: the newest ``per_page`` (default 60) posts that are not deleted.
+        """
+        since_text = request.args.get("since", "")
+        if since_text and not re.fullmatch(r"[+-]?[0-9]+", since_text):  # strconv.ParseInt
             raise _invalid_url_param("since")
+        since = int(since_text or 0)
         with self._lock:
             channel = self._find_channel(channel_id)
             if not self._can_read_channel(user, channel):
                 raise _permission_error()
-            found = [
-                p
-                for p in self.posts
-                if p["channel_id"] == channel_id
-                and p["update_at"] >= int(since)
-                and not p["delete_at"]
-            ]
-            found.reverse()  # newest first
+            in_channel = [p for p in self.posts if p["channel_id"] == channel_id]
+            position = {p["id"]: n for n, p in enumerate(in_channel)}  # same-ms ties
+            if since > 0:
+                changed = [p for p in in_channel if p["update_at"] > since][:GET_POSTS_SINCE_LIMIT]
+                listed = {p["id"]: p for p in changed}
+                for post in changed:
+                    if post["root_id"] and post["root_id"] in self._posts_by_id:
+                        listed.setdefault(post["root_id"], self._posts_by_id[post["root_id"]])
+                found = sorted(
+                    listed.values(),
+                    key=lambda p: (p["create_at"], position.get(p["id"], -1)),
+                    reverse=True,
+                )
+                order = [p["id"] for p in found if p["update_at"] > since]
+            else:
+                per_page = request.args.get("per_page", "60")
+                per_page = int(per_page) if per_page.isdigit() else 60
+                found = [p for p in in_channel if not p["delete_at"]][::-1][:per_page]
+                order = [p["id"] for p in found]
             return 200, {
-                "order": [p["id"] for p in found],
+                "order": order,
                 "posts": {p["id"]: self._post_for_client(p) for p in found},
                 "next_post_id": "",
                 "prev_post_id": "",
@@ -771,9 +917,9 @@ class MattermostStandin:
             self.posts_in_flight += 1
             self._in_flight.notify_all()
         try:
-            # ``delay`` is spent while the pending_post_id is reserved but the post not
-            # yet saved, so a retry during it sees the server's "still pending" 500.
-            self._pause()
+            # ``delay`` (and a held gate) is spent while the pending_post_id is reserved
+            # but the post not yet saved, so a retry during it sees the server's "pending" 500.
+            self._pause(request, "create_post")
             if self.post_delay > 0:
                 time.sleep(self.post_delay)
             if gate is not None and not gate.after_save:
@@ -998,6 +1144,11 @@ class MattermostStandin:
         }
         self.posts.append(post)
         self._posts_by_id[post["id"]] = post
+        if post["root_id"]:
+            # sqlstore/post_store.go SaveMultiple: "UPDATE Posts SET UpdateAt = ? WHERE
+            # Id = ?" with the newest reply's CreateAt, for every thread replied to.
+            root = self._posts_by_id[post["root_id"]]
+            root["update_at"] = max(root["update_at"], created)
         channel["last_post_at"] = created
         channel["total_msg_count"] += 1
         if not post["root_id"]:

@@ -197,9 +197,9 @@ def test_public_url_sets_the_inbound_url(public_admin):
     assert "loopback address" not in page
 
 
-def test_every_admin_page_needs_login_and_login_redirects_back(client, runner):
+def test_every_admin_page_needs_login_and_login_redirects_back(client, runner, store):
     runner.invoke(args=["set-password", "--password", "password123"])
-    for path in (
+    pages = (
         "/",
         "/env/test/auth",
         "/env/production/config",
@@ -207,13 +207,39 @@ def test_every_admin_page_needs_login_and_login_redirects_back(client, runner):
         "/log",
         "/conversations",
         "/checklist.md",
-    ):
-        response = client.get(path)
-        assert response.status_code == 302 and "/login" in response.headers["Location"]
-        assert not response.headers["Location"].endswith("?")
+    )
+
+    def assert_logged_out():
+        for path in pages:
+            response = client.get(path)
+            assert response.status_code == 302 and "/login" in response.headers["Location"]
+            assert not response.headers["Location"].endswith("?")
+        # A form posted without a session is sent to the login page and saves nothing,
+        # and an HTMX request is told to reload into it.
+        for headers in ({}, {"HX-Request": "true"}):
+            response = client.post(
+                "/env/test/auth", data={"server_url": SERVER, "bot_token": ""}, headers=headers
+            )
+            if headers:
+                assert response.status_code == 200 and response.data == b""
+                assert response.headers["HX-Redirect"].startswith("/login")
+            else:
+                assert response.status_code == 302
+                assert response.headers["Location"].startswith("/login")
+        assert store.environment("test")["server_url"] == ""
+
+    assert_logged_out()
+    wrong = client.post("/login?next=/checklist", data={"name": "Ada", "password": "password12"})
+    assert wrong.status_code == 200 and "Wrong password." in wrong.get_data(as_text=True)
+    assert_logged_out()
+
     login = client.post("/login?next=/checklist", data={"name": "Ada", "password": "password123"})
-    assert login.headers["Location"] == "/checklist"
+    assert login.status_code == 302 and login.headers["Location"] == "/checklist"
+    for path in pages:
+        assert client.get(path).status_code == 200, path
     assert client.get("/login").headers["Location"] == "/"  # already logged in
+    client.post("/logout")
+    assert_logged_out()
 
 
 def test_login_next_never_leaves_the_site(client, runner):
@@ -226,6 +252,11 @@ def test_login_next_never_leaves_the_site(client, runner):
         client.post("/logout")
 
 
+def csrf_token_in(page: str) -> str:
+    """The token a browser would send: the form field (the same one is in hx-headers)."""
+    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+
+
 def test_csrf_is_required_on_admin_forms(tmp_path):
     app = create_app(
         {
@@ -235,10 +266,39 @@ def test_csrf_is_required_on_admin_forms(tmp_path):
             "ADMIN_PASSWORD": "password123",
         }
     )
-    Store(app.config["DATABASE"]).migrate()
+    store = Store(app.config["DATABASE"])
+    store.migrate()
     client = app.test_client()
-    assert client.post("/login", data={"name": "A", "password": "password123"}).status_code == 400
-    close_shared_connection(app.config["DATABASE"])
+    try:
+        login = {"name": "A", "password": "password123"}
+        assert client.post("/login", data=login).status_code == 400
+        token = csrf_token_in(client.get("/login").get_data(as_text=True))
+        assert client.post("/login", data={**login, "csrf_token": token}).status_code == 302
+
+        page = client.get("/env/test/auth").get_data(as_text=True)
+        token = csrf_token_in(page)
+        assert f'"X-CSRFToken": "{token}"' in page  # what HTMX requests send
+        form = {"server_url": SERVER, "bot_token": "", "webhook_token": ""}
+        refused = (
+            client.post("/env/test/auth", data=form),
+            client.post("/env/test/auth", data={**form, "csrf_token": "forged"}),
+            client.post(
+                "/env/test/auth", data=form, headers={"HX-Request": "true", "X-CSRFToken": "x"}
+            ),
+        )
+        assert [response.status_code for response in refused] == [400, 400, 400]
+        assert store.environment("test")["server_url"] == ""
+
+        saved = client.post(
+            "/env/test/auth", data=form, headers={"HX-Request": "true", "X-CSRFToken": token}
+        )
+        assert saved.status_code == 200 and "Enter the bot token" in saved.get_data(as_text=True)
+        assert store.environment("test")["server_url"] == SERVER
+        assert client.post("/logout").status_code == 400  # logging out needs the token too
+        assert client.get("/").status_code == 200
+    finally:
+        store.close()
+        close_shared_connection(app.config["DATABASE"])
 
 
 def test_admin_pages_cannot_be_framed_but_the_chat_can(admin):

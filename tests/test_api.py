@@ -7,6 +7,8 @@ import itertools
 import pytest
 import requests
 
+from tests.ids import mm_id
+
 SERVER = "https://chat.example.com"
 TOKEN = "b0tt0ken5ecret0123456789ab"
 POSTS = f"{SERVER}/api/v4/posts"
@@ -41,7 +43,7 @@ def env(store):
         "test",
         server_url=SERVER,
         bot_token=TOKEN,
-        bot_user_id="botuserid",
+        bot_user_id=mm_id("botuserid"),
         bot_username="bridgebot",
         mirror_channel_id=MIRROR,
         mirror_channel_name="Support",

@@ -9,15 +9,21 @@ import pytest
 import requests
 
 from bridge.store import MIGRATIONS
+from tests.ids import VALID_ID, mm_id
 
 SERVER = "https://chat.example.com"
 GOOD_TOKEN = "g00dt0ken000000000000000ab"
 BAD_TOKEN = "badt0ken0000000000000000ab"
 ME = f"{SERVER}/api/v4/users/me"
 JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc123.false"}
-BOT = {"id": "botuserid00000000000000000", "username": "bridgebot", "is_bot": True}
+BOT = {"id": mm_id("botuserid"), "username": "bridgebot", "is_bot": True}
+HOOK_TOKEN = mm_id("hooktoken")
+CH1, CH2, CH3 = mm_id("ch1"), mm_id("ch2"), mm_id("ch3")
+SUPPORT, ORDERS, PRIVATE = mm_id("supportch"), mm_id("ordersch"), mm_id("priv")
+FIRST, SECOND, ROOT_POST = mm_id("first"), mm_id("second"), mm_id("rootpost")
 CHANNEL = re.compile(r"/api/v4/channels/(?P<id>[^/]+)$")
 MEMBER = re.compile(r"/api/v4/channels/(?P<id>[^/]+)/members/[^/]+$")
+THREAD = re.compile(r"/api/v4/posts/(?P<id>[^/]+)/thread$")
 
 
 def invoke(runner, *args):
@@ -45,9 +51,19 @@ def mattermost(requests_mock):
         context.status_code = 401
         return app_error(401, "Invalid or expired session, please login again.")
 
+    def invalid_id(context, name):
+        """What api4 answers for an id that is not 26 letters and digits."""
+        context.status_code = 400
+        return {
+            **app_error(400, f"Invalid or missing {name} parameter in request URL."),
+            "id": "api.context.invalid_url_param.app_error",
+        }
+
     def channel(request, context):
         context.headers.update(JSON)
         channel_id = CHANNEL.search(request.path).group("id")
+        if not VALID_ID.fullmatch(channel_id):
+            return invalid_id(context, "channel_id")
         return {
             "id": channel_id,
             "name": channel_id,
@@ -55,16 +71,30 @@ def mattermost(requests_mock):
             "type": "O",
         }
 
+    def member(request, context):
+        context.headers.update(JSON)
+        if not VALID_ID.fullmatch(MEMBER.search(request.path).group("id")):
+            return invalid_id(context, "channel_id")
+        return {"user_id": BOT["id"]}
+
+    def thread(request, context):
+        """GET /posts/{id}/thread: the thread always holds its root (here: alone)."""
+        context.headers.update(JSON)
+        root_id = THREAD.search(request.path).group("id")
+        if not VALID_ID.fullmatch(root_id):
+            return invalid_id(context, "post_id")
+        root = {"id": root_id, "root_id": "", "message": "the root", "props": {}}
+        return {"order": [root_id], "posts": {root_id: root}}
+
     requests_mock.get(ME, json=me)
     requests_mock.get(f"{SERVER}/api/v4/config/client", json={"MaxPostSize": "16383"}, headers=JSON)
     # A retry first asks whether Mattermost already has the post: here it never has.
+    requests_mock.get(THREAD, json=thread)
     requests_mock.get(
-        re.compile(r".*/api/v4/(posts/[^/]+/thread|channels/[^/]+/posts)"),
-        json={"order": [], "posts": {}},
-        headers=JSON,
+        re.compile(r".*/api/v4/channels/[^/]+/posts"), json={"order": [], "posts": {}}, headers=JSON
     )
     requests_mock.get(CHANNEL, json=channel)
-    requests_mock.get(MEMBER, json={"user_id": BOT["id"]}, headers=JSON)
+    requests_mock.get(MEMBER, json=member)
     return requests_mock
 
 
@@ -118,9 +148,9 @@ def test_configure_with_a_wrong_token_fails_and_saves_nothing(runner, store, mat
         "--bot-token",
         BAD_TOKEN,
         "--webhook-token",
-        "hooktoken",
+        HOOK_TOKEN,
         "--channel",
-        "ch1",
+        CH1,
     )
     assert result.exit_code != 0
     assert "token" in result.output and "invalid" in result.output
@@ -145,7 +175,7 @@ def test_configure_with_an_unreachable_server_fails_and_saves_nothing(runner, st
 
 
 def test_configure_needs_a_server_and_token_the_first_time(runner, store, requests_mock):
-    result = invoke(runner, "configure", "test", "--webhook-token", "abc")
+    result = invoke(runner, "configure", "test", "--webhook-token", HOOK_TOKEN)
     assert result.exit_code != 0
     assert "--server-url" in result.output and "--bot-token" in result.output
     assert requests_mock.call_count == 0
@@ -175,7 +205,7 @@ def test_configure_with_a_good_token_stores_the_bot(runner, store, mattermost):
         "--bot-token",
         GOOD_TOKEN,
         "--webhook-token",
-        "hooktoken",
+        HOOK_TOKEN,
     )
     assert result.exit_code == 0, result.output
     assert "@bridgebot" in result.output and "9.11.0" in result.output
@@ -186,7 +216,7 @@ def test_configure_with_a_good_token_stores_the_bot(runner, store, mattermost):
     assert settings["bot_username"] == "bridgebot"
     assert settings["bot_is_bot"] is True
     assert settings["server_version"] == "9.11.0"
-    assert settings["webhook_token"] == "hooktoken"
+    assert settings["webhook_token"] == HOOK_TOKEN
     assert settings["active"] is False
     assert GOOD_TOKEN not in result.output
     assert all(GOOD_TOKEN not in repr(row) for row in store.log_page())
@@ -196,9 +226,9 @@ def test_options_not_given_keep_their_saved_values(runner, store, mattermost):
     configure(
         runner,
         "--webhook-token",
-        "hooktoken",
+        HOOK_TOKEN,
         "--channel",
-        "ch1",
+        CH1,
         "--callback-url",
         "https://host.example.com/cb",
         "--callback-secret",
@@ -207,29 +237,29 @@ def test_options_not_given_keep_their_saved_values(runner, store, mattermost):
     result = invoke(runner, "configure", "test", "--callback-url", "")
     assert result.exit_code == 0, result.output
     settings = store.environment("test")
-    assert settings["webhook_token"] == "hooktoken"
-    assert settings["mirror_channel_id"] == "ch1"
+    assert settings["webhook_token"] == HOOK_TOKEN
+    assert settings["mirror_channel_id"] == CH1
     assert settings["callback_secret"] == "s"
     assert settings["callback_url"] == ""
 
 
 def test_notify_replaces_the_whole_map(runner, store, mattermost):
-    first = configure(runner, "--notify", "order=ch1", "--notify", "refund=ch2")
+    first = configure(runner, "--notify", f"order={CH1}", "--notify", f"refund={CH2}")
     assert first.exit_code == 0, first.output
-    assert store.environment("test")["notify_map"] == {"order": "ch1", "refund": "ch2"}
+    assert store.environment("test")["notify_map"] == {"order": CH1, "refund": CH2}
 
-    second = configure(runner, "--notify", "signup=ch3")
+    second = configure(runner, "--notify", f"signup={CH3}")
     assert second.exit_code == 0, second.output
-    assert store.environment("test")["notify_map"] == {"signup": "ch3"}
+    assert store.environment("test")["notify_map"] == {"signup": CH3}
 
-    third = configure(runner, "--webhook-token", "abc")
+    third = configure(runner, "--webhook-token", HOOK_TOKEN)
     assert third.exit_code == 0, third.output
-    assert store.environment("test")["notify_map"] == {"signup": "ch3"}
+    assert store.environment("test")["notify_map"] == {"signup": CH3}
 
 
 def test_notify_with_an_empty_channel_drops_the_type(runner, store, mattermost):
-    configure(runner, "--notify", "order=ch1", "--notify", "refund=")
-    assert store.environment("test")["notify_map"] == {"order": "ch1"}
+    configure(runner, "--notify", f"order={CH1}", "--notify", "refund=")
+    assert store.environment("test")["notify_map"] == {"order": CH1}
 
 
 def test_notify_that_is_not_type_equals_channel_is_a_usage_error(runner, store, mattermost):
@@ -255,52 +285,52 @@ def test_channel_the_bot_is_not_a_member_of_is_saved_with_a_warning(runner, stor
         headers=JSON,
         json=app_error(404, "No channel member found for that user ID and channel ID."),
     )
-    result = configure(runner, "--channel", "supportch")
+    result = configure(runner, "--channel", SUPPORT)
     assert result.exit_code == 0, result.output
     assert "not a member" in result.stderr
-    assert "Channel supportch" in result.stderr
+    assert f"Channel {SUPPORT}" in result.stderr
     settings = store.environment("test")
-    assert settings["mirror_channel_id"] == "supportch"
-    assert settings["mirror_channel_name"] == "Channel supportch"
+    assert settings["mirror_channel_id"] == SUPPORT
+    assert settings["mirror_channel_name"] == f"Channel {SUPPORT}"
 
 
 def test_private_mirror_channel_is_saved_with_a_webhook_warning(runner, store, mattermost):
     mattermost.get(
         CHANNEL,
         headers=JSON,
-        json={"id": "priv", "name": "priv", "display_name": "Private", "type": "P"},
+        json={"id": PRIVATE, "name": PRIVATE, "display_name": "Private", "type": "P"},
     )
-    result = configure(runner, "--channel", "priv")
+    result = configure(runner, "--channel", PRIVATE)
     assert result.exit_code == 0, result.output
     assert "not a public channel" in result.stderr
-    assert store.environment("test")["mirror_channel_id"] == "priv"
+    assert store.environment("test")["mirror_channel_id"] == PRIVATE
 
 
 def test_notification_channel_without_the_bot_is_warned_about(runner, store, mattermost):
     mattermost.get(MEMBER, status_code=404, headers=JSON, json=app_error(404))
-    result = configure(runner, "--notify", "order=ordersch")
+    result = configure(runner, "--notify", f"order={ORDERS}")
     assert result.exit_code == 0, result.output
-    assert "ordersch" in result.stderr and "not a member" in result.stderr
-    assert store.environment("test")["notify_map"] == {"order": "ordersch"}
+    assert ORDERS in result.stderr and "not a member" in result.stderr
+    assert store.environment("test")["notify_map"] == {"order": ORDERS}
 
 
 def test_new_mirror_channel_that_cannot_be_read_does_not_keep_the_old_name(
     runner, store, mattermost
 ):
-    configure(runner, "--channel", "first")
-    assert store.environment("test")["mirror_channel_name"] == "Channel first"
+    configure(runner, "--channel", FIRST)
+    assert store.environment("test")["mirror_channel_name"] == f"Channel {FIRST}"
     mattermost.get(
-        f"{SERVER}/api/v4/channels/second",
+        f"{SERVER}/api/v4/channels/{SECOND}",
         status_code=403,
         headers=JSON,
         json=app_error(403, "You do not have the appropriate permissions."),
     )
-    result = configure(runner, "--channel", "second")
+    result = configure(runner, "--channel", SECOND)
     assert result.exit_code == 0, result.output
     assert "Warning" in result.stderr
     settings = store.environment("test")
-    assert settings["mirror_channel_id"] == "second"
-    assert settings["mirror_channel_name"] != "Channel first"
+    assert settings["mirror_channel_id"] == SECOND
+    assert settings["mirror_channel_name"] != f"Channel {FIRST}"
 
 
 def test_activate_needs_a_verified_bot_and_a_channel(runner, store, requests_mock):
@@ -312,7 +342,7 @@ def test_activate_needs_a_verified_bot_and_a_channel(runner, store, requests_moc
 
 
 def test_activate_and_deactivate_a_configured_environment(runner, store, mattermost):
-    configure(runner, "--channel", "ch1")
+    configure(runner, "--channel", CH1)
     calls = mattermost.call_count
     result = invoke(runner, "configure", "test", "--activate")
     assert result.exit_code == 0, result.output
@@ -365,14 +395,14 @@ def test_retry_sends_failed_messages_and_exits_non_zero_while_some_still_fail(
         server_url=SERVER,
         bot_token=GOOD_TOKEN,
         bot_user_id=BOT["id"],
-        mirror_channel_id="ch1",
+        mirror_channel_id=CH1,
         active=1,
     )
     conversation, message = store.create_conversation("test", "Ann", "", "", "Hello")
     store.finish_message(message["id"], "failed", error="earlier failure")
     posts = f"{SERVER}/api/v4/posts"
     requests_mock.get(
-        f"{SERVER}/api/v4/channels/ch1/posts", headers=JSON, json={"order": [], "posts": {}}
+        f"{SERVER}/api/v4/channels/{CH1}/posts", headers=JSON, json={"order": [], "posts": {}}
     )  # not posted by an earlier attempt
 
     requests_mock.post(posts, status_code=403, headers=JSON, json=app_error(403))
@@ -380,12 +410,12 @@ def test_retry_sends_failed_messages_and_exits_non_zero_while_some_still_fail(
     assert result.exit_code == 1
     assert "1 still failed" in result.output
 
-    requests_mock.post(posts, status_code=201, headers=JSON, json={"id": "rootpost"})
+    requests_mock.post(posts, status_code=201, headers=JSON, json={"id": ROOT_POST})
     result = invoke(runner, "retry")
     assert result.exit_code == 0, result.output
     assert "1 sent" in result.output
     assert store.message(message["id"])["status"] == "sent"
-    assert store.conversation(conversation["id"])["root_post_id"] == "rootpost"
+    assert store.conversation(conversation["id"])["root_post_id"] == ROOT_POST
 
 
 # -- prune-log ------------------------------------------------------------------------------
@@ -407,7 +437,7 @@ def test_prune_log_requires_a_non_negative_days(runner):
 
 
 def test_notify_type_with_a_space_is_refused_like_on_the_web_screen(runner, store, mattermost):
-    result = configure(runner, "--notify", "booking created=ch1")
+    result = configure(runner, "--notify", f"booking created={CH1}")
     assert result.exit_code != 0
     assert "letters, digits" in result.output
     assert store.environment("test")["notify_map"] == {}

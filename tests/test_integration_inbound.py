@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import configure_env
+from tests.live import retry_counts
 
 pytestmark = pytest.mark.integration
 WEBHOOK_TOKEN = "test-webhook-token-0123456"
@@ -74,30 +75,78 @@ def hook_payload(mm, post, token=WEBHOOK_TOKEN, user=None):
     }
 
 
+def save_config(live, mm, **extra):
+    """Save the test environment's configuration screen as an admin would."""
+    admin = live.login()
+    page = admin.get(f"{live.url}/env/test/config", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {
+        "csrf_token": token,
+        "mirror_channel_id": mm.channels["support"]["id"],
+        "notify_type": "booking.created",
+        "notify_channel": mm.channels["sales"]["id"],
+        **extra,
+    }
+    response = admin.post(f"{live.url}/env/test/config", timeout=10, data=form)
+    assert "Configuration saved." in response.text
+    return response
+
+
+def deliveries_of(mm, post_ids):
+    return [d for d in mm.webhook_deliveries if d["payload"]["post_id"] in post_ids]
+
+
 def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key):
     conversation_id = start_chat_from_page(live)
     root_post_id = conversation(live, key, conversation_id)["root_post_id"]
     assert root_post_id and mm.get_post(root_post_id)["root_id"] == ""
-    mm.wait_for_webhooks()
-    # The bot's own root post fired the hook and was ignored: no reply post came back.
-    assert [
-        d["status"] for d in mm.webhook_deliveries if d["payload"]["post_id"] == root_post_id
-    ] == [200]
+    support = mm.channels["support"]["id"]
+    # With other bots accepted, the from_bot prop no longer filters anything: only the
+    # reply-loop guard (the bot's own user id / username) keeps the bridge's own
+    # threaded posts from coming back as agent replies.
+    save_config(live, mm, accept_other_bots="1")
+    try:
+        follow_up = requests.post(
+            f"{live.url}/chat/test/{conversation_id}/messages",
+            data={"text": "Also, is there parking?"},
+            headers={"HX-Request": "true"},
+            timeout=30,
+        )
+        assert follow_up.status_code == 200
+        mm.wait_for_webhooks()
+        bot_posts = [
+            p["id"]
+            for p in mm.posts_in(support)
+            if root_post_id in (p["id"], p["root_id"]) and p["user_id"] == mm.bot["id"]
+        ]
+        assert len(bot_posts) == 2  # the root and the threaded follow-up
+        # Each fired the hook once; each was answered 200 with nothing to post.
+        fired = deliveries_of(mm, bot_posts)
+        assert sorted(d["payload"]["post_id"] for d in fired) == sorted(bot_posts)
+        assert [(d["status"], d["response_body"], d["response_post_id"]) for d in fired] == [
+            (200, "", None)
+        ] * 2
+        assert [(m["direction"], m["text"]) for m in messages(live, key, conversation_id)] == [
+            ("visitor", "Is breakfast included?"),
+            ("visitor", "Also, is there parking?"),
+        ]
 
-    posts_before = len(mm.posts)
-    mm.user_post(mm.agent, mm.channels["support"]["id"], "Yes, from 7 to 10.", root_id=root_post_id)
-    mm.wait_for_webhooks()
-    assert len(mm.posts) == posts_before + 1  # the agent's post, nothing from the bridge
-    delivery = mm.webhook_deliveries[-1]
-    assert delivery["content_type"] == "application/x-www-form-urlencoded"
-    assert delivery["status"] == 200 and delivery["response_body"] == ""
+        agent_post = mm.user_post(mm.agent, support, "Yes, from 7 to 10.", root_id=root_post_id)
+        mm.wait_for_webhooks()
+        (delivery,) = deliveries_of(mm, {agent_post["id"]})
+        assert delivery["content_type"] == "application/x-www-form-urlencoded"
+        assert (delivery["status"], delivery["response_body"]) == (200, "")
+        assert delivery["response_post_id"] is None  # the bridge made Mattermost post nothing
+    finally:
+        save_config(live, mm)  # back to ignoring other bots
 
     found = messages(live, key, conversation_id)
     assert [(m["direction"], m["text"]) for m in found] == [
         ("visitor", "Is breakfast included?"),
+        ("visitor", "Also, is there parking?"),
         ("agent", "Yes, from 7 to 10."),
     ]
-    assert found[1]["author"] == "Alice Agent"
+    assert found[2]["author"] == "Alice Agent"
 
     chat = requests.get(f"{live.url}/chat/test?c={conversation_id}", timeout=10).text
     assert "Yes, from 7 to 10." in chat and "Alice Agent" in chat
@@ -147,38 +196,45 @@ def test_wrong_token_gets_403_and_stores_nothing(live, mm, key):
     assert "x" * 26 not in log
 
 
-def test_json_content_type_with_millisecond_timestamp_works(live, mm, key):
+def test_json_hook_with_millisecond_timestamp_stores_the_reply_once(live, mm, key):
     conversation_id = start_chat_from_api(live, key, "json please")
     root = conversation(live, key, conversation_id)["root_post_id"]
-    agent_post = mm.user_post(mm.agent, mm.channels["sales"]["id"], "x")  # no hook in sales
-    # A real reply post in the thread, delivered by hand as JSON (timestamp in ms).
-    mm.wait_for_webhooks()
-    reply = mm.user_post(mm.agent, mm.channels["support"]["id"], "JSON reply", root_id=root)
-    mm.wait_for_webhooks()
-    payload = hook_payload(mm, reply)
-    payload["timestamp"] = reply["create_at"]
-    # The form delivery already stored it; JSON of the same post is a duplicate -> once.
-    response = requests.post(f"{live.url}/hooks/mattermost/test", json=payload, timeout=10)
-    assert response.status_code == 200 and response.text == ""
-    assert [m["text"] for m in messages(live, key, conversation_id)].count("JSON reply") == 1
-    assert agent_post["channel_id"] != mm.channels["support"]["id"]
+    # The admin switches the hook to JSON: Mattermost then sends numbers, and the
+    # timestamp in milliseconds (the form sends seconds). The JSON body is the only
+    # delivery of this reply, so it must be read and stored, exactly once.
+    mm.update_outgoing_webhook(WEBHOOK_TOKEN, content_type="application/json")
+    try:
+        reply = mm.user_post(mm.agent, mm.channels["support"]["id"], "JSON reply", root_id=root)
+        mm.wait_for_webhooks()
+    finally:
+        mm.update_outgoing_webhook(WEBHOOK_TOKEN, content_type="application/x-www-form-urlencoded")
+    (delivery,) = deliveries_of(mm, {reply["id"]})
+    assert delivery["content_type"] == "application/json"
+    assert delivery["payload"]["timestamp"] == reply["create_at"]  # ms, a JSON number
+    assert (delivery["status"], delivery["response_body"]) == (200, "")
+    assert [(m["direction"], m["text"]) for m in messages(live, key, conversation_id)] == [
+        ("visitor", "json please"),
+        ("agent", "JSON reply"),
+    ]
 
 
-def test_json_hook_stores_a_reply(live, mm, key, tmp_path):
-    conversation_id = start_chat_from_api(live, key, "json hook")
+def test_form_and_json_timestamps_are_read_in_their_own_units(live, mm, key):
+    """Form timestamps are seconds, JSON ones milliseconds: each is accepted as sent,
+    and a JSON timestamp that is not a number is refused with 400, storing nothing."""
+    conversation_id = start_chat_from_api(live, key, "units")
     root = conversation(live, key, conversation_id)["root_post_id"]
-    # Post as the agent without firing hooks, then deliver it once as JSON.
-    reply = mm.user_post(mm.agent, mm.channels["town-square"]["id"], "via JSON")
-    reply = dict(reply, channel_id=mm.channels["support"]["id"])
-    mm._posts_by_id[reply["id"]].update(root_id=root, channel_id=reply["channel_id"])
-    response = requests.post(
-        f"{live.url}/hooks/mattermost/test",
-        data=json.dumps({**hook_payload(mm, reply), "timestamp": reply["create_at"]}),
-        headers={"Content-Type": "application/json"},
-        timeout=10,
-    )
-    assert response.status_code == 200 and response.text == ""
-    assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "via JSON"
+    support = mm.channels["support"]["id"]
+    reply = mm.user_post(mm.agent, mm.channels["town-square"]["id"], "in seconds")
+    mm._posts_by_id[reply["id"]].update(root_id=root, channel_id=support)
+    form = hook_payload(mm, {**reply, "channel_id": support})
+    assert form["timestamp"] == str(reply["create_at"] // 1000)
+    bad = {**form, "timestamp": "soon"}
+    refused = requests.post(f"{live.url}/hooks/mattermost/test", json=bad, timeout=10)
+    assert refused.status_code == 400 and "timestamp" in refused.json()["error"]
+    assert len(messages(live, key, conversation_id)) == 1
+    stored = requests.post(f"{live.url}/hooks/mattermost/test", data=form, timeout=10)
+    assert (stored.status_code, stored.text) == (200, "")
+    assert [m["text"] for m in messages(live, key, conversation_id)] == ["units", "in seconds"]
 
 
 def test_same_delivery_sent_concurrently_to_two_workers_is_stored_once(live, mm, key):
@@ -334,7 +390,7 @@ def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live
         conn.commit()
         conn.close()
         result = live.cli("retry", "test", check=False)
-        assert "1 delivered" in result.stdout
+        assert retry_counts(result.stdout)["callbacks"] == {"delivered": 1, "failed": 0}
         assert len(receiver.received) == 3 and receiver.received[-1]["valid"]
         log = live.login().get(f"{live.url}/log?env=test&direction=callback", timeout=10).text
         assert "HTTP 503" in log and secret not in log and "host-secret-query" not in log
@@ -352,11 +408,14 @@ def test_reply_whose_lookup_fails_is_kept_and_routed_by_retry(live, mm, key):
     assert mm.webhook_deliveries[-1]["status"] == 200
     assert len(messages(live, key, conversation_id)) == 1
     dashboard = live.login().get(f"{live.url}/", timeout=10).text
-    assert "1 agent reply not routed yet" in dashboard
+    assert re.search(r"(?<!\d)1 agent reply not routed yet", dashboard)
     result = live.cli("retry", "test", check=False)
-    assert "1 stored" in result.stdout, result.stdout
-    assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Parking is free."
-    assert "Agent replies kept" not in live.cli("retry", "test", check=False).stdout  # done
+    assert retry_counts(result.stdout)["replies"] == {"stored": 1, "ignored": 0, "failed": 0}
+    assert [m["text"] for m in messages(live, key, conversation_id)] == [
+        "lookup trouble",
+        "Parking is free.",
+    ]
+    assert "replies" not in retry_counts(live.cli("retry", "test", check=False).stdout)  # done
     dashboard = live.login().get(f"{live.url}/", timeout=10).text
     assert "not routed yet" not in dashboard
 
@@ -367,7 +426,10 @@ def test_rate_limited_lookup_is_retried_inline(live, mm, key):
     mm.fail_next(1, 429)
     mm.user_post(mm.agent, mm.channels["support"]["id"], "After the limit.", root_id=root)
     mm.wait_for_webhooks()
-    assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "After the limit."
+    assert [m["text"] for m in messages(live, key, conversation_id)] == [
+        "rate limited lookup",
+        "After the limit.",
+    ]
 
 
 def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
@@ -378,24 +440,13 @@ def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
     mm.wait_for_webhooks()
     assert [m["text"] for m in messages(live, key, conversation_id)] == ["bot replies"]
 
-    admin = live.login()
-    page = admin.get(f"{live.url}/env/test/config", timeout=10).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def save_config(**extra):
-        form = {
-            "csrf_token": token,
-            "mirror_channel_id": support,
-            "notify_type": "booking.created",
-            "notify_channel": mm.channels["sales"]["id"],
-            **extra,
-        }
-        return admin.post(f"{live.url}/env/test/config", timeout=10, data=form)
-
-    assert "Configuration saved." in save_config(accept_other_bots="1").text
+    save_config(live, mm, accept_other_bots="1")
     try:
         mm.user_post(mm.prod_bot, support, "Bots welcome now", root_id=root)
         mm.wait_for_webhooks()
-        assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Bots welcome now"
+        assert [m["text"] for m in messages(live, key, conversation_id)] == [
+            "bot replies",
+            "Bots welcome now",
+        ]
     finally:
-        save_config()  # back to ignoring other bots
+        save_config(live, mm)  # back to ignoring other bots

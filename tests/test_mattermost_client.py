@@ -9,6 +9,7 @@ import requests
 import requests_mock as rm
 
 from bridge import mattermost as mm
+from tests.ids import mm_id
 
 SERVER = "https://chat.example.com"
 TOKEN = "sekrittoken0123456789abcdef"
@@ -16,6 +17,9 @@ VERSION_ID = "9.11.0.9.11.0.abc123.false"
 JSON = {"Content-Type": "application/json", "X-Version-Id": VERSION_ID}
 POSTS = f"{SERVER}/api/v4/posts"
 ME = f"{SERVER}/api/v4/users/me"
+# Real-shaped ids: a real server answers 400 to any other shape in a URL.
+CHANNEL, BOT, USER, TEAM = mm_id("ch1"), mm_id("bot1"), mm_id("u1"), mm_id("t1")
+POST, NEW_POST, ROOT, GONE_ROOT = mm_id("p1"), mm_id("p2"), mm_id("root1"), mm_id("gone")
 
 
 def app_error(status: int, error_id: str, message: str) -> dict:
@@ -58,67 +62,67 @@ def _fail_post(mock, status, body, headers=None):
 
 
 def test_me_returns_the_user_and_the_short_server_version(mock, client):
-    mock.get(ME, json={"id": "bot1", "username": "bridgebot", "is_bot": True}, headers=JSON)
+    mock.get(ME, json={"id": BOT, "username": "bridgebot", "is_bot": True}, headers=JSON)
     user, version = client.me()
     assert user["username"] == "bridgebot"
     assert version == "9.11.0"
 
 
 def test_create_post_sends_the_fields_and_returns_the_post(mock, client, records):
-    mock.post(POSTS, status_code=201, json={"id": "post1", "channel_id": "ch1"}, headers=JSON)
+    mock.post(POSTS, status_code=201, json={"id": NEW_POST, "channel_id": CHANNEL}, headers=JSON)
     post = client.create_post(
-        "ch1", "hello", root_id="root1", pending_post_id="pend:0", props={"k": "v"}
+        CHANNEL, "hello", root_id=ROOT, pending_post_id="pend:0", props={"k": "v"}
     )
-    assert post["id"] == "post1"
+    assert post["id"] == NEW_POST
     sent = mock.request_history[0].json()
     assert sent == {
-        "channel_id": "ch1",
+        "channel_id": CHANNEL,
         "message": "hello",
-        "root_id": "root1",
+        "root_id": ROOT,
         "pending_post_id": "pend:0",
         "props": {"k": "v"},
     }
     assert records[0].ok
-    assert records[0].post_id == "post1"
+    assert records[0].post_id == NEW_POST
     assert records[0].status == 201
 
 
 def test_create_post_without_root_id_sends_no_root_id(mock, client):
-    mock.post(POSTS, status_code=201, json={"id": "post1"}, headers=JSON)
-    client.create_post("ch1", "hello")
+    mock.post(POSTS, status_code=201, json={"id": NEW_POST}, headers=JSON)
+    client.create_post(CHANNEL, "hello")
     assert "root_id" not in mock.request_history[0].json()
 
 
 def test_bearer_token_is_sent_in_the_authorization_header(mock, client):
-    mock.get(ME, json={"id": "bot1"}, headers=JSON)
+    mock.get(ME, json={"id": BOT}, headers=JSON)
     client.me()
     assert mock.request_history[0].headers["Authorization"] == f"Bearer {TOKEN}"
 
 
 def test_every_call_passes_a_connect_and_read_timeout(mock, session):
-    mock.get(ME, json={"id": "bot1"}, headers=JSON)
-    mock.get(f"{SERVER}/api/v4/users/u1", json={"id": "u1"}, headers=JSON)
+    mock.get(ME, json={"id": BOT}, headers=JSON)
+    mock.get(f"{SERVER}/api/v4/users/{USER}", json={"id": USER}, headers=JSON)
     mock.get(f"{SERVER}/api/v4/users/me/teams", json=[], headers=JSON)
-    mock.get(f"{SERVER}/api/v4/users/bot1/teams/t1/channels", json=[], headers=JSON)
-    mock.get(f"{SERVER}/api/v4/channels/ch1", json={"id": "ch1"}, headers=JSON)
-    mock.get(f"{SERVER}/api/v4/channels/ch1/members/bot1", json={}, headers=JSON)
-    mock.get(f"{SERVER}/api/v4/posts/p1", json={"id": "p1"}, headers=JSON)
-    mock.post(POSTS, status_code=201, json={"id": "p2"}, headers=JSON)
+    mock.get(f"{SERVER}/api/v4/users/{BOT}/teams/{TEAM}/channels", json=[], headers=JSON)
+    mock.get(f"{SERVER}/api/v4/channels/{CHANNEL}", json={"id": CHANNEL}, headers=JSON)
+    mock.get(f"{SERVER}/api/v4/channels/{CHANNEL}/members/{BOT}", json={}, headers=JSON)
+    mock.get(f"{SERVER}/api/v4/posts/{POST}", json={"id": POST}, headers=JSON)
+    mock.post(POSTS, status_code=201, json={"id": NEW_POST}, headers=JSON)
     client = mm.MattermostClient(SERVER, TOKEN, session=session, timeout=(1.5, 4.0))
     client.me()
-    client.user("u1")
+    client.user(USER)
     client.teams()
-    client.channels_for_team("bot1", "t1")
-    client.channel("ch1")
-    client.is_member("ch1", "bot1")
-    client.post("p1")
-    client.create_post("ch1", "hi")
+    client.channels_for_team(BOT, TEAM)
+    client.channel(CHANNEL)
+    client.is_member(CHANNEL, BOT)
+    client.post(POST)
+    client.create_post(CHANNEL, "hi")
     assert len(mock.request_history) == 8
     assert all(request.timeout == (1.5, 4.0) for request in mock.request_history)
 
 
 def test_default_timeout_has_connect_and_read_parts(mock, session):
-    mock.get(ME, json={"id": "bot1"}, headers=JSON)
+    mock.get(ME, json={"id": BOT}, headers=JSON)
     mm.MattermostClient(SERVER, TOKEN, session=session).me()
     timeout = mock.request_history[0].timeout
     assert isinstance(timeout, tuple) and len(timeout) == 2
@@ -127,16 +131,16 @@ def test_default_timeout_has_connect_and_read_parts(mock, session):
 
 def test_is_member_is_false_on_404(mock, client):
     mock.get(
-        f"{SERVER}/api/v4/channels/ch1/members/bot1",
+        f"{SERVER}/api/v4/channels/{CHANNEL}/members/{BOT}",
         status_code=404,
         json=app_error(404, "app.channel.get_member.missing.app_error", "No channel member found."),
         headers=JSON,
     )
-    assert client.is_member("ch1", "bot1") is False
+    assert client.is_member(CHANNEL, BOT) is False
 
 
 def test_client_accepts_a_server_url_with_api_path(mock, session):
-    mock.get(ME, json={"id": "bot1"}, headers=JSON)
+    mock.get(ME, json={"id": BOT}, headers=JSON)
     client = mm.MattermostClient("chat.example.com/api/v4/", TOKEN, session=session)
     client.me()
     assert mock.request_history[0].url == ME
@@ -156,7 +160,7 @@ def test_401_is_unauthorized_and_says_the_token_is_invalid_or_revoked(mock, clie
         ),
     )
     with pytest.raises(mm.Unauthorized) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     message = str(caught.value)
     assert "token" in message
     assert "invalid" in message and "revoked" in message
@@ -174,7 +178,7 @@ def test_403_is_forbidden_and_keeps_the_server_message(mock, client):
         ),
     )
     with pytest.raises(mm.Forbidden) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     assert "member of the channel" in str(caught.value)
     assert "appropriate permissions" in str(caught.value)
     assert not caught.value.retryable
@@ -187,7 +191,7 @@ def test_400_is_bad_request(mock, client):
         app_error(400, "api.post.create_post.root_id.app_error", "Invalid RootId parameter."),
     )
     with pytest.raises(mm.BadRequest) as caught:
-        client.create_post("ch1", "hi", root_id="nope")
+        client.create_post(CHANNEL, "hi", root_id=GONE_ROOT)
     assert "Invalid RootId" in str(caught.value)
     assert caught.value.error_id == "api.post.create_post.root_id.app_error"
     assert not caught.value.retryable
@@ -195,13 +199,13 @@ def test_400_is_bad_request(mock, client):
 
 def test_404_is_not_found(mock, client):
     mock.get(
-        f"{SERVER}/api/v4/posts/p1",
+        f"{SERVER}/api/v4/posts/{POST}",
         status_code=404,
         json=app_error(404, "app.post.get.app_error", "Unable to get the post."),
         headers=JSON,
     )
     with pytest.raises(mm.NotFound) as caught:
-        client.post("p1")
+        client.post(POST)
     assert caught.value.status == 404
 
 
@@ -211,7 +215,7 @@ def test_5xx_is_a_retryable_server_error(mock, client, status):
         mock, status, app_error(status, "app.post.save.app_error", "Unable to save the post.")
     )
     with pytest.raises(mm.ServerError) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     assert caught.value.retryable
     assert caught.value.status == status
 
@@ -240,7 +244,7 @@ def test_429_with_a_plain_text_body_is_rate_limited_with_retry_after(
         },
     )
     with pytest.raises(mm.RateLimited) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     assert caught.value.retry_after == expected
     assert caught.value.retryable
     assert caught.value.status == 429
@@ -249,15 +253,16 @@ def test_429_with_a_plain_text_body_is_rate_limited_with_retry_after(
 def test_429_with_an_epoch_reset_becomes_seconds_from_now(mock, client):
     import time
 
+    before = time.time()
+    reset = int(before) + 5
     mock.post(
-        POSTS,
-        status_code=429,
-        text="limit exceeded\n",
-        headers={"X-RateLimit-Reset": str(int(time.time()) + 5)},
+        POSTS, status_code=429, text="limit exceeded\n", headers={"X-RateLimit-Reset": str(reset)}
     )
     with pytest.raises(mm.RateLimited) as caught:
-        client.create_post("ch1", "hi")
-    assert 3.0 <= caught.value.retry_after <= 5.0
+        client.create_post(CHANNEL, "hi")
+    after = time.time()
+    # Read at some moment between before and after: no guess about how long that took.
+    assert reset - after <= caught.value.retry_after <= reset - before
 
 
 @pytest.mark.parametrize(
@@ -271,7 +276,7 @@ def test_429_with_an_epoch_reset_becomes_seconds_from_now(mock, client):
 def test_no_answer_is_unreachable_and_retryable(mock, client, exc):
     mock.post(POSTS, exc=exc)
     with pytest.raises(mm.Unreachable) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     assert "chat.example.com" in str(caught.value)
     assert caught.value.retryable
 
@@ -326,7 +331,7 @@ def test_proxy_502_page_while_mattermost_restarts_is_a_retryable_server_error(mo
         headers={"Content-Type": "text/html"},
     )
     with pytest.raises(mm.MattermostError) as caught:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     assert isinstance(caught.value, mm.ServerError)
     assert caught.value.retryable
 
@@ -339,7 +344,7 @@ def test_json_content_type_with_a_body_that_is_not_json_is_not_mattermost(mock, 
         headers={"Content-Type": "application/json"},
     )
     with pytest.raises(mm.NotMattermost):
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
 
 
 # -- the token never leaks ----------------------------------------------------------
@@ -355,13 +360,13 @@ def test_json_content_type_with_a_body_that_is_not_json_is_not_mattermost(mock, 
         lambda m: m.post(POSTS, exc=requests.exceptions.ConnectionError(f"Bearer {TOKEN}")),
         lambda m: m.post(POSTS, exc=requests.exceptions.SSLError(f"token {TOKEN}")),
         lambda m: m.post(POSTS, status_code=200, text="<html></html>"),
-        lambda m: m.post(POSTS, status_code=201, json={"id": "ok"}, headers=JSON),
+        lambda m: m.post(POSTS, status_code=201, json={"id": NEW_POST}, headers=JSON),
     ],
 )
 def test_token_never_appears_in_errors_or_call_records(mock, client, records, setup):
     setup(mock)
     try:
-        client.create_post("ch1", "hi")
+        client.create_post(CHANNEL, "hi")
     except mm.MattermostError as exc:
         assert TOKEN not in str(exc)
         assert TOKEN not in repr(exc)
@@ -373,12 +378,12 @@ def test_token_never_appears_in_errors_or_call_records(mock, client, records, se
 def test_failed_call_is_recorded_with_status_and_error(mock, client, records):
     _fail_post(mock, 403, app_error(403, "x", "no"))
     with pytest.raises(mm.Forbidden):
-        client.create_post("ch1", "hi", action="test_message")
+        client.create_post(CHANNEL, "hi", action="test_message")
     record = records[0]
     assert not record.ok
     assert record.action == "test_message"
     assert record.method == "POST"
-    assert record.target == "ch1"
+    assert record.target == CHANNEL
     assert record.status == 403
     assert record.error.startswith("403")
     assert record.duration_ms >= 0

@@ -12,6 +12,7 @@ import requests_mock as rm
 from bridge import mattermost as mm
 from bridge import sender as sender_module
 from bridge.sender import ConversationClosed, Sender
+from tests.ids import mm_id
 from tests.test_text import mattermost_mentions
 
 SERVER = "https://chat.example.com"
@@ -42,7 +43,7 @@ def env(store):
         "test",
         server_url=SERVER,
         bot_token=TOKEN,
-        bot_user_id="botuserid",
+        bot_user_id=mm_id("botuserid"),
         bot_username="bridgebot",
         mirror_channel_id=MIRROR,
         mirror_channel_name="Support",
@@ -56,15 +57,30 @@ def session():
     return requests.Session()
 
 
+def thread_of(root: dict, *replies: dict) -> dict:
+    """GET /posts/{id}/thread's PostList: the root and its replies, newest first."""
+    posts = [root, *replies][::-1]
+    return {"order": [p["id"] for p in posts], "posts": {p["id"]: p for p in posts}}
+
+
+def root_post(post_id: str) -> dict:
+    return {"id": post_id, "root_id": "", "channel_id": MIRROR, "message": "root", "props": {}}
+
+
 @pytest.fixture
 def mock(session):
     with rm.Mocker(session=session) as mocker:
-        # A retry first asks whether Mattermost already has the post: by default it has not.
-        empty = {"order": [], "posts": {}}
+        # A retry first asks whether Mattermost already has the post: by default it has
+        # not, so a thread holds only its root, and the channel nothing new.
         json_headers = {"X-Version-Id": "9.11.0", "Content-Type": "application/json"}
         mocker.get(
-            re.compile(r".*/api/v4/(posts/[^/]+/thread|channels/[^/]+/posts)"),
-            json=empty,
+            re.compile(r".*/api/v4/posts/[^/]+/thread$"),
+            json=lambda request, context: thread_of(root_post(request.path.split("/")[-2])),
+            headers=json_headers,
+        )
+        mocker.get(
+            re.compile(r".*/api/v4/channels/[^/]+/posts"),
+            json={"order": [], "posts": {}},
             headers=json_headers,
         )
         yield mocker
@@ -338,7 +354,7 @@ def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, 
     }
     mock.get(
         f"{SERVER}/api/v4/posts/{first_part['id']}/thread",
-        json={"order": [first_part["id"]], "posts": {first_part["id"]: first_part}},
+        json=thread_of(first_part),  # the first part is the thread's root
         headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
     )
     assert sender.retry_failed("test")["sent"] == 1
@@ -366,7 +382,7 @@ def test_retry_after_a_lost_answer_finds_the_post_in_the_thread_and_posts_nothin
     }
     mock.get(
         f"{SERVER}/api/v4/posts/{conversation['root_post_id']}/thread",
-        json={"order": [landed["id"]], "posts": {landed["id"]: landed}},
+        json=thread_of(root_post(conversation["root_post_id"]), landed),
         headers={"X-Version-Id": "9.11.0", "Content-Type": "application/json"},
     )
     mock.reset_mock()
@@ -532,3 +548,24 @@ def test_conversation_begun_while_inactive_is_mirrored_after_activation(mock, se
     root, second = posted(mock)
     assert "root_id" not in root and "Anyone there?" in root["message"]
     assert second["root_id"] == store.conversation(conversation["id"])["root_post_id"]
+
+
+def test_retry_leaves_a_message_another_run_is_sending_to_that_run(
+    mock, sender, store, monkeypatch
+):
+    mock.post(POSTS, **failure(403))
+    _, message = sender.start_conversation("test", "Ann", "Hello")
+    assert message["status"] == "failed"
+    listed = store.failed_message_ids
+
+    def listed_then_taken(env=None):
+        ids = listed(env)
+        assert store.claim_message(message["id"])  # another run takes it right after
+        return ids
+
+    monkeypatch.setattr(store, "failed_message_ids", listed_then_taken)
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test") == {"sent": 0, "failed": 0, "skipped": 0}
+    assert mock.call_count == 0
+    assert store.message(message["id"])["status"] == "sending"  # still the other run's

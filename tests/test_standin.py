@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs
 
@@ -263,7 +262,6 @@ def test_repeated_pending_post_id_returns_the_same_post(mm, http):
 
 
 def test_pending_post_id_still_in_flight_gets_500_pending(mm):
-    mm.delay = 0.3
     body = {"channel_id": mm.channels["support"]["id"], "message": "slow", "pending_post_id": "p2"}
 
     def post():
@@ -271,16 +269,110 @@ def test_pending_post_id_still_in_flight_gets_500_pending(mm):
             f"{mm.url}/api/v4/posts", json=body, headers=bearer(mm.bot), timeout=TIMEOUT
         )
 
+    gate = mm.hold("create_post")
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(post)
-        time.sleep(0.1)
-        retry = post()
+        gate.wait_for_arrivals(1)  # the first request has reserved the pending id
+        retry = post()  # the second reaches the reservation check before the gate
+        gate.release()
         first = slow.result()
     assert_app_error(retry, 500, "api.post.deduplicate_create_post.pending")
     assert first.status_code == 201
-    mm.delay = 0.0
     assert post().json()["id"] == first.json()["id"]
     assert len(mm.posts) == 1
+
+
+def test_pending_post_id_is_forgotten_after_the_instances_window():
+    with MattermostStandin(pending_post_ttl=0.2) as mm, requests.Session() as http:
+        first = create_post(http, mm, mm.bot, "support", "once", pending_post_id="p3").json()
+        assert (
+            create_post(http, mm, mm.bot, "support", "once", pending_post_id="p3").json()["id"]
+            == first["id"]
+        )
+        mm.wait_for_pending_windows_to_close(timeout=5)
+        again = create_post(http, mm, mm.bot, "support", "once", pending_post_id="p3").json()
+        assert again["id"] != first["id"]
+        assert [p["message"] for p in mm.posts] == ["once", "once"]
+
+
+def test_lost_answer_saves_the_post_but_cuts_the_connection(mm, http):
+    mm.lose_next_answers(1)
+    with pytest.raises(requests.ConnectionError):
+        create_post(http, mm, mm.bot, "support", "saved, never answered", pending_post_id="p4")
+    assert [p["message"] for p in mm.posts] == ["saved, never answered"]
+    # Within the window the repeat is answered with the post the server already has.
+    repeat = create_post(http, mm, mm.bot, "support", "saved, never answered", pending_post_id="p4")
+    assert (repeat.status_code, repeat.json()["id"]) == (201, mm.posts[0]["id"])
+    assert len(mm.posts) == 1 and mm.faults_left() == 0
+
+
+def test_faults_apply_in_the_order_queued_then_failing_status_holds(mm, http):
+    ping = f"{mm.url}/api/v4/system/ping"
+    mm.fail_next(1, 503)
+    mm.lose_next_answers(1)
+    mm.slow_next(1, 0.01)
+    mm.failing_status = 500
+    assert http.get(ping, timeout=TIMEOUT).status_code == 503
+    with pytest.raises(requests.ConnectionError):
+        http.get(ping, timeout=TIMEOUT)
+    assert http.get(ping, timeout=TIMEOUT).status_code == 200  # slow, but served
+    assert [http.get(ping, timeout=TIMEOUT).status_code for _ in range(3)] == [500] * 3
+    mm.failing_status = None
+    assert http.get(ping, timeout=TIMEOUT).status_code == 200
+
+
+def test_posts_since_follow_the_servers_get_posts_since(mm, http):
+    support = mm.channels["support"]["id"]
+    root = mm.user_post(mm.bot, support, "root")
+    old = mm.user_post(mm.agent, support, "old top-level")
+    cut = 1_000_000  # both "happened" at this millisecond
+    for post in (root, old):
+        post["create_at"] = post["update_at"] = cut
+    reply = mm.user_post(mm.agent, support, "reply", root_id=root["id"])
+    gone = mm.user_post(mm.agent, support, "deleted later")
+    mm.delete_post(gone["id"])
+    assert root["update_at"] == reply["create_at"] > cut  # the reply bumped its root
+
+    def since(ms):
+        return http.get(
+            f"{mm.url}/api/v4/channels/{support}/posts",
+            params={"since": ms},
+            headers=bearer(mm.bot),
+            timeout=TIMEOUT,
+        ).json()
+
+    listed = since(cut)
+    # UpdateAt > since: "old" (UpdateAt == since) is out; the deleted post is in, with
+    # delete_at; the root is in because the reply bumped its UpdateAt.
+    assert old["id"] not in listed["posts"] and old["id"] not in listed["order"]
+    assert listed["posts"][gone["id"]]["delete_at"] > 0
+    assert {reply["id"], gone["id"], root["id"]} <= set(listed["order"])
+    created = [listed["posts"][post_id]["create_at"] for post_id in listed["order"]]
+    assert created == sorted(created, reverse=True)
+    assert old["id"] in since(cut - 1)["order"]
+    assert_app_error(
+        http.get(
+            f"{mm.url}/api/v4/channels/{support}/posts",
+            params={"since": "yesterday"},
+            headers=bearer(mm.bot),
+            timeout=TIMEOUT,
+        ),
+        400,
+        "api.context.invalid_url_param.app_error",
+    )
+
+
+def test_posts_since_are_capped_at_one_thousand(mm, http):
+    sales = mm.channels["sales"]["id"]
+    for n in range(1003):
+        mm.user_post(mm.agent, sales, f"post {n}")
+    listed = http.get(
+        f"{mm.url}/api/v4/channels/{sales}/posts",
+        params={"since": 1},
+        headers=bearer(mm.bot),
+        timeout=TIMEOUT,
+    ).json()
+    assert len(listed["order"]) == len(listed["posts"]) == 1000
 
 
 def test_webhook_fires_for_the_bots_own_post_form_encoded_without_root_id(mm, http, receiver):
@@ -383,10 +475,10 @@ def test_stop_refuses_connections_and_restart_serves_the_same_port(mm, http):
 
 
 def test_stop_resets_a_request_still_in_flight(mm):
-    mm.delay = 0.5
+    gate = mm.hold("ping")
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(requests.get, f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT)
-        time.sleep(0.1)
+        gate.wait_for_arrivals(1)  # inside the server, not answered yet
         mm.stop()
         with pytest.raises(requests.ConnectionError):
             pending.result()

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bridge.store import MIGRATIONS, NotFound, Store, hash_api_key
+from tests.ids import mm_id
 
 
 def _log(store, **fields):
@@ -135,7 +136,7 @@ def test_messages_after_pages_oldest_first_and_hides_notes(store):
         direction="note",
         author="Bo",
         text="internal",
-        post_id="p-note",
+        post_id=mm_id("pnote"),
     )
     page = store.messages_after(conversation["id"], 0, limit=2, visitor_view=True)
     assert [row["text"] for row in page] == ["m0", "m1"]
@@ -153,12 +154,12 @@ def test_inbound_post_is_stored_once(store):
         "direction": "agent",
         "author": "Bo",
         "text": "Hello Ann",
-        "post_id": "mmpost1",
+        "post_id": mm_id("mmpost1"),
     }
     first = store.add_inbound_message(**fields)
     assert first is not None
     assert first["status"] == "sent"
-    assert store.inbound_post_seen("test", "mmpost1")
+    assert store.inbound_post_seen("test", mm_id("mmpost1"))
     assert store.add_inbound_message(**fields) is None
     assert store.add_inbound_message(**{**fields, "direction": "note"}) is None
     texts = [row["text"] for row in store.messages_after(conversation["id"])]
@@ -174,7 +175,7 @@ def test_the_same_post_id_in_the_other_environment_is_a_different_post(store):
         direction="agent",
         author="Bo",
         text="x",
-        post_id="same",
+        post_id=mm_id("same"),
     )
     assert store.add_inbound_message(
         env="production",
@@ -182,9 +183,9 @@ def test_the_same_post_id_in_the_other_environment_is_a_different_post(store):
         direction="agent",
         author="Bo",
         text="x",
-        post_id="same",
+        post_id=mm_id("same"),
     )
-    assert not store.inbound_post_seen("test", "other")
+    assert not store.inbound_post_seen("test", mm_id("other"))
 
 
 def test_inbound_message_with_a_callback_is_due_for_delivery(store):
@@ -195,7 +196,7 @@ def test_inbound_message_with_a_callback_is_due_for_delivery(store):
         direction="agent",
         author="Bo",
         text="x",
-        post_id="p1",
+        post_id=mm_id("p1"),
         delivery_status="pending",
     )
     assert store.due_delivery_ids("test") == [message["id"]]
@@ -216,10 +217,12 @@ def test_hit_rate_limit_counts_within_the_window(store):
 
 def test_hit_rate_limit_starts_a_new_window_when_the_old_one_ends(store):
     for _ in range(3):
-        store.hit_rate_limit("b", limit=1, window=0.05)
-    assert store.hit_rate_limit("b", limit=1, window=0.05) is True
-    time.sleep(0.06)
-    assert store.hit_rate_limit("b", limit=1, window=0.05) is False
+        store.hit_rate_limit("b", limit=1, window=60)
+    assert store.hit_rate_limit("b", limit=1, window=60) is True
+    # The window began 61 s ago: moved back in the row, not waited for.
+    store.db.execute("UPDATE rate_limits SET window_start = window_start - 61 WHERE bucket = 'b'")
+    assert store.hit_rate_limit("b", limit=1, window=60) is False
+    assert store.hit_rate_limit("b", limit=1, window=60) is True  # a new window, counting again
 
 
 # -- the integration log ----------------------------------------------------------------
@@ -265,18 +268,22 @@ def test_log_keeps_every_field_and_caps_long_errors(store):
         direction="inbound",
         action="webhook",
         outcome="rejected",
-        target="ch",
+        target=mm_id("ch"),
         http_status=403,
         duration_ms=1.5,
         error="x" * 5000,
-        conversation_id="c1",
+        conversation_id=mm_id("c1"),
         message_id=7,
-        post_id="p1",
+        post_id=mm_id("p1"),
     )
     (row,) = store.log_page()
     assert row["id"] == row_id
     assert (row["http_status"], row["duration_ms"], row["message_id"]) == (403, 1.5, 7)
-    assert (row["conversation_id"], row["post_id"], row["target"]) == ("c1", "p1", "ch")
+    assert (row["conversation_id"], row["post_id"], row["target"]) == (
+        mm_id("c1"),
+        mm_id("p1"),
+        mm_id("ch"),
+    )
     assert len(row["error"]) == 2000
 
 
