@@ -558,8 +558,8 @@ def test_retry_leaves_a_message_another_run_is_sending_to_that_run(
     assert message["status"] == "failed"
     listed = store.failed_message_ids
 
-    def listed_then_taken(env=None):
-        ids = listed(env)
+    def listed_then_taken(env=None, **kwargs):
+        ids = listed(env, **kwargs)
         assert store.claim_message(message["id"])  # another run takes it right after
         return ids
 
