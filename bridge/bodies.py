@@ -29,7 +29,7 @@ class ChunkedBodyLimit:
         # The server sets wsgi.input_terminated when it ends a chunked body itself
         # (gunicorn, Werkzeug's server): only then is reading to the end safe.
         if chunked and not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
-            body = environ["wsgi.input"].read(self.limit + 1)
+            body = read_at_most(environ["wsgi.input"], self.limit + 1)
             if len(body) > self.limit:
                 environ[TOO_LARGE] = True
                 body = b""  # the rest is left unread; the server drops or drains it
@@ -39,6 +39,18 @@ class ChunkedBodyLimit:
             environ["CONTENT_LENGTH"] = str(len(body))
             del environ["wsgi.input_terminated"], environ["HTTP_TRANSFER_ENCODING"]
         return self.wsgi_app(environ, start_response)
+
+
+def read_at_most(stream, size: int) -> bytes:
+    """Up to ``size`` bytes: a dechunking stream may return one chunk per read."""
+    parts, total = [], 0
+    while total < size:
+        data = stream.read(size - total)
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
 
 
 def refuse_large_bodies() -> None:

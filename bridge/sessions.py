@@ -41,9 +41,13 @@ def idle_lifetime(hours: str | None) -> timedelta:
     (SESSION_REFRESH_EACH_REQUEST), so the lifetime counts from the last
     request: an idle timeout, checked on the signature's timestamp.
     """
-    value = float(hours) if hours and hours.strip() else DEFAULT_IDLE_HOURS
-    if value <= 0:
-        raise ValueError("BRIDGE_SESSION_IDLE_HOURS must be a positive number of hours")
+    problem = "BRIDGE_SESSION_IDLE_HOURS must be a positive number of hours"
+    try:
+        value = float(hours) if hours and hours.strip() else DEFAULT_IDLE_HOURS
+    except ValueError:
+        raise ValueError(f"{problem}, not {hours!r}") from None
+    if not value > 0:
+        raise ValueError(problem)
     return timedelta(hours=value)
 
 

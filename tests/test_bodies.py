@@ -6,6 +6,7 @@ it (no CONTENT_LENGTH, ``wsgi.input_terminated``), and gunicorn itself too.
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -86,6 +87,28 @@ def test_a_chunked_body_at_the_limit_reaches_the_view_whole(client, api_key):
     )
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["status"] == "skipped"  # inactive: kept, not posted
+
+
+class Trickle(io.BytesIO):
+    """A dechunking input as Werkzeug's own server gives it: one chunk per read."""
+
+    CHUNK = 8192
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.CHUNK if size is None or size < 0 else min(size, self.CHUNK))
+
+
+def test_a_chunked_body_read_one_chunk_at_a_time_is_still_measured_whole(client):
+    response = client.post(
+        "/hooks/mattermost/test",
+        input_stream=Trickle(b"a=" + b"x" * BIG),
+        headers={
+            "Transfer-Encoding": "chunked",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
 
 
 def test_a_sized_body_past_1_mib_is_still_a_413(client):

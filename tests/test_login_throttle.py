@@ -86,6 +86,18 @@ def test_many_addresses_together_are_throttled_too(env_client):
     assert_throttled(attempt(env_client, ENV_PASSWORD, "198.51.100.100"))
 
 
+def test_tries_refused_by_the_overall_limit_do_not_count_against_the_address(env_client):
+    addresses = [f"192.0.2.{n}" for n in range(1, 100)]
+    tries = iter(addresses * LOGIN_TRIES_PER_ADDRESS)
+    for _ in range(LOGIN_TRIES_IN_ALL):
+        attempt(env_client, "wrong password", next(tries))
+    for _ in range(LOGIN_TRIES_PER_ADDRESS + 2):  # all refused by the overall count
+        assert_throttled(attempt(env_client, ENV_PASSWORD, "198.51.100.100"))
+    store = Store(env_client.application.config["DATABASE"])
+    assert store.db["rate_limits"].get("login:198.51.100.100")["hits"] == 0
+    store.close()
+
+
 def test_successful_logins_do_not_use_up_the_limits(env_client):
     for n in range(LOGIN_TRIES_IN_ALL + 1):
         assert attempt(env_client, ENV_PASSWORD, f"192.0.2.{n % 2}").status_code == 302

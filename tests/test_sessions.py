@@ -131,9 +131,10 @@ def test_the_idle_time_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("BRIDGE_SESSION_IDLE_HOURS", "0.5")
     app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE": str(tmp_path / "b.db")})
     assert app.config["PERMANENT_SESSION_LIFETIME"] == timedelta(minutes=30)
-    monkeypatch.setenv("BRIDGE_SESSION_IDLE_HOURS", "0")
-    with pytest.raises(ValueError, match="BRIDGE_SESSION_IDLE_HOURS"):
-        create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE": str(tmp_path / "b.db")})
+    for bad in ("0", "twelve", "nan"):
+        monkeypatch.setenv("BRIDGE_SESSION_IDLE_HOURS", bad)
+        with pytest.raises(ValueError, match="BRIDGE_SESSION_IDLE_HOURS"):
+            create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE": str(tmp_path / "b.db")})
 
 
 # -- the cookie: Secure on HTTPS, path = the proxy prefix --------------------------------

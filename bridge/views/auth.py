@@ -194,11 +194,16 @@ def _login_buckets() -> list[tuple[str, int]]:
 def _spend_login_try() -> float:
     """Count a password check; the seconds to wait instead when a limit is reached."""
     store = get_store()
+    counted: list[str] = []
     for bucket, limit in _login_buckets():
         if store.hit_rate_limit(bucket, limit=limit, window=LOGIN_WINDOW_SECONDS):
-            # Refused unchecked: an address over its own limit does not
-            # use up everyone's (the overall count comes second).
-            return store.rate_limit_wait(bucket, window=LOGIN_WINDOW_SECONDS)
+            # Refused unchecked, so not a guess: the counts before this one
+            # get their hit back (an address over its own limit never
+            # reaches the overall count).
+            for earlier in counted:
+                store.forget_rate_limit_hit(earlier)
+            return max(1.0, store.rate_limit_wait(bucket, window=LOGIN_WINDOW_SECONDS))
+        counted.append(bucket)
     return 0.0
 
 
