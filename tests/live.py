@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +25,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it is true; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached after {timeout} s")
+        time.sleep(0.02)
 
 
 class LiveBridge:
@@ -120,6 +130,28 @@ class LiveBridge:
                 f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
             )
         return result
+
+    def wait_routed(self, timeout: float = 10.0) -> None:
+        """Wait until every webhook call kept so far has had its first routing.
+
+        The webhook answers Mattermost first and routes right after; a test
+        that checks the outcome of a call waits for this (a row still pending
+        after a failed lookup counts as routed: it waits for a retry).
+        """
+        path = self.instance / "bridge.db"
+
+        def routed() -> bool:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                (unrouted,) = conn.execute(
+                    "SELECT COUNT(*) FROM inbox WHERE state = 'routing'"
+                    " OR (state = 'pending' AND attempts = 0)"
+                ).fetchone()
+            finally:
+                conn.close()
+            return unrouted == 0
+
+        wait_until(routed, timeout, "every kept webhook call routed")
 
     def api_key(self, env: str = "test") -> str:
         return self.cli("api-key", env).stdout.strip().splitlines()[-1]

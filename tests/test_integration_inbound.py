@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import configure_env
+from tests.live import wait_until
 
 pytestmark = pytest.mark.integration
 WEBHOOK_TOKEN = "test-webhook-token-0123456"
@@ -22,6 +23,12 @@ def key(live, mm):
     hook_url = f"{live.url}/hooks/mattermost/test"
     mm.add_outgoing_webhook(mm.channels["support"]["id"], hook_url, token=WEBHOOK_TOKEN)
     return key
+
+
+def settle(live, mm):
+    """Mattermost has its answers, and the bridge has routed what it kept (after answering)."""
+    mm.wait_for_webhooks()
+    live.wait_routed()
 
 
 def start_chat_from_page(live, text="Is breakfast included?"):
@@ -78,7 +85,7 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
     conversation_id = start_chat_from_page(live)
     root_post_id = conversation(live, key, conversation_id)["root_post_id"]
     assert root_post_id and mm.get_post(root_post_id)["root_id"] == ""
-    mm.wait_for_webhooks()
+    settle(live, mm)
     # The bot's own root post fired the hook and was ignored: no reply post came back.
     assert [
         d["status"] for d in mm.webhook_deliveries if d["payload"]["post_id"] == root_post_id
@@ -86,7 +93,7 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
 
     posts_before = len(mm.posts)
     mm.user_post(mm.agent, mm.channels["support"]["id"], "Yes, from 7 to 10.", root_id=root_post_id)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert len(mm.posts) == posts_before + 1  # the agent's post, nothing from the bridge
     delivery = mm.webhook_deliveries[-1]
     assert delivery["content_type"] == "application/x-www-form-urlencoded"
@@ -124,7 +131,7 @@ def test_top_level_post_and_unknown_thread_are_ignored_and_logged(live, mm, key)
     mm.user_post(mm.agent, support, "a new topic, not a reply")
     other_root = mm.user_post(mm.agent, support, "a thread the bridge did not start")
     mm.user_post(mm.agent, support, "reply there", root_id=other_root["id"])
-    mm.wait_for_webhooks()
+    settle(live, mm)
     admin = live.login()
     log = admin.get(f"{live.url}/log?env=test&direction=inbound&outcome=ignored", timeout=10).text
     assert "top-level post" in log
@@ -152,9 +159,9 @@ def test_json_content_type_with_millisecond_timestamp_works(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     agent_post = mm.user_post(mm.agent, mm.channels["sales"]["id"], "x")  # no hook in sales
     # A real reply post in the thread, delivered by hand as JSON (timestamp in ms).
-    mm.wait_for_webhooks()
+    settle(live, mm)
     reply = mm.user_post(mm.agent, mm.channels["support"]["id"], "JSON reply", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     payload = hook_payload(mm, reply)
     payload["timestamp"] = reply["create_at"]
     # The form delivery already stored it; JSON of the same post is a duplicate -> once.
@@ -178,6 +185,7 @@ def test_json_hook_stores_a_reply(live, mm, key, tmp_path):
         timeout=10,
     )
     assert response.status_code == 200 and response.text == ""
+    live.wait_routed()
     assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "via JSON"
 
 
@@ -198,6 +206,7 @@ def test_same_delivery_sent_concurrently_to_two_workers_is_stored_once(live, mm,
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(deliver, range(16)))
     assert statuses == [200] * 16
+    live.wait_routed()
     assert [m["text"] for m in messages(live, key, conversation_id)].count("raced reply") == 1
 
 
@@ -246,8 +255,8 @@ def test_agent_note_is_hidden_and_close_ends_the_chat(live, mm, key):
     support = mm.channels["support"]["id"]
     mm.user_post(mm.agent, support, "note: VIP guest, be nice", root_id=root)
     mm.user_post(mm.agent, support, "!close", root_id=root)
-    mm.wait_for_webhooks()
-    mm.wait_for_webhooks()
+    settle(live, mm)
+    settle(live, mm)
     texts = [m["text"] for m in messages(live, key, conversation_id)]
     assert not any("VIP" in t for t in texts)
     assert conversation(live, key, conversation_id)["status"] == "closed"
@@ -267,7 +276,7 @@ def test_inactive_environment_acknowledges_and_ignores_replies(live, mm, key):
     live.cli("configure", "test", "--deactivate")
     try:
         mm.user_post(mm.agent, mm.channels["support"]["id"], "while inactive", root_id=root)
-        mm.wait_for_webhooks()
+        settle(live, mm)
         assert mm.webhook_deliveries[-1]["status"] == 200
         assert len(messages(live, key, conversation_id)) == 1
     finally:
@@ -316,8 +325,10 @@ def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live
         conversation_id = start_chat_from_api(live, key, "callback please")
         root = conversation(live, key, conversation_id)["root_post_id"]
         mm.user_post(mm.agent, mm.channels["support"]["id"], "Signed answer", root_id=root)
-        mm.wait_for_webhooks()
-        assert len(receiver.received) == 2  # two inline attempts, both refused by the host
+        settle(live, mm)
+        # Two attempts right after routing (after the answer), both refused by the host.
+        wait_until(lambda: len(receiver.received) == 2, what="two callback attempts")
+        assert len(receiver.received) == 2
         assert all(r["valid"] for r in receiver.received)
         payload = receiver.received[0]["json"]
         assert payload["event"] == "message.created"
@@ -348,7 +359,7 @@ def test_reply_whose_lookup_fails_is_kept_and_routed_by_retry(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     mm.fail_next(2, 503)  # the lookup and its inline retry both fail
     mm.user_post(mm.agent, mm.channels["support"]["id"], "Parking is free.", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert mm.webhook_deliveries[-1]["status"] == 200
     assert len(messages(live, key, conversation_id)) == 1
     dashboard = live.login().get(f"{live.url}/", timeout=10).text
@@ -366,7 +377,7 @@ def test_rate_limited_lookup_is_retried_inline(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     mm.fail_next(1, 429)
     mm.user_post(mm.agent, mm.channels["support"]["id"], "After the limit.", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "After the limit."
 
 
@@ -375,7 +386,7 @@ def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     support = mm.channels["support"]["id"]
     mm.user_post(mm.prod_bot, support, "I am another bot", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert [m["text"] for m in messages(live, key, conversation_id)] == ["bot replies"]
 
     admin = live.login()
@@ -395,7 +406,7 @@ def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
     assert "Configuration saved." in save_config(accept_other_bots="1").text
     try:
         mm.user_post(mm.prod_bot, support, "Bots welcome now", root_id=root)
-        mm.wait_for_webhooks()
+        settle(live, mm)
         assert [m["text"] for m in messages(live, key, conversation_id)][-1] == "Bots welcome now"
     finally:
         save_config()  # back to ignoring other bots
