@@ -344,7 +344,7 @@ def test_a_repeated_delivery_is_kept_once_and_logged_as_a_duplicate(client, stor
 
 
 def test_calls_ignored_without_a_lookup_are_not_kept(client, store, hook_app):
-    root, mocker = hook_app
+    _, mocker = hook_app
     bot_post = fields(new_id(), user_id=BOT_ID, user_name="bridge-bot")
     other_channel = fields(new_id(), channel_id=new_id())
     for call in (bot_post, other_channel):
@@ -393,7 +393,7 @@ def test_repeated_events_share_one_log_row_per_reason_and_window(store):
             http_status=403,
             now=now,
         )
-    counted = dict(env="test", direction="inbound", action="webhook", outcome="rejected")
+    counted = {"env": "test", "direction": "inbound", "action": "webhook", "outcome": "rejected"}
     assert store.log_counted(**counted, reason="bad payload: x", http_status=400, now=now) == 1
     next_window = now + COUNT_WINDOW_SECONDS
     assert store.log_counted(**counted, reason="token mismatch", http_status=403, now=next_window)
