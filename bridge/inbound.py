@@ -26,7 +26,7 @@ import requests
 
 from . import mattermost as mm
 from .callbacks import INLINE_ATTEMPTS, CallbackSender
-from .integration import logged_client
+from .integration import call_log_fields, logged_client
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,6 @@ USER_CACHE_SECONDS = 3600
 INLINE_WAIT_LIMIT = 1.0
 # Delay before the next try of a kept call after n failed ones.
 QUEUE_BACKOFF = (0, 30, 120, 600, 3600)
-# A fresh inbox row is routed by the web process right after its answer; the
-# worker leaves it alone this long (then takes it: that process died).
-HANDOFF_SECONDS = 15.0
 # Ids the server makes (model.NewId: 26 characters of a lowercase base32
 # alphabet) and what it accepts back: server/public/model/utils.go IsValidId,
 # 26 bytes that are each a letter or a digit; only ASCII ones reach 26 bytes
@@ -116,6 +113,22 @@ class Outcome:
     message: dict[str, Any] | None = None
     logged: bool = False
     inbox_id: int | None = None  # kept in the inbox, to be routed
+    claim: str = ""  # ... by the holder of this claim
+
+
+@dataclass
+class _Routing:
+    """One kept call being routed: its inbox row, settings, payload, calls made."""
+
+    row: dict[str, Any]
+    settings: dict[str, Any]
+    payload: WebhookPayload
+    action: str  # "webhook" right after the answer, "webhook_retry" later
+    calls: list[mm.CallRecord] = dataclasses.field(default_factory=list)
+
+    @property
+    def env(self) -> str:
+        return self.row["env"]
 
 
 def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -> WebhookPayload:
@@ -216,16 +229,18 @@ class InboundRouter:
             self._log(env, payload, ignored)
             return ignored
         with self.store.immediate():
-            inbox_id = None
+            kept = None
             if not self.store.inbound_post_seen(env, payload.post_id):
-                inbox_id = self.store.add_to_inbox(
-                    env, payload.post_id, _kept_fields(payload), due_in=HANDOFF_SECONDS
-                )
-            if inbox_id is None:  # stored already, or kept by an earlier delivery
+                # Kept already claimed by this process, which routes it right after
+                # its answer; if it dies first, the claim runs out and a retry takes it.
+                kept = self.store.add_to_inbox(env, payload.post_id, _kept_fields(payload))
+            if kept is None:  # stored already, or kept by an earlier delivery
                 outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
                 self._log(env, payload, outcome)
                 return outcome
-        return Outcome(200, "accepted", "kept in the inbox", inbox_id=inbox_id)
+        return Outcome(
+            200, "accepted", "kept in the inbox", inbox_id=kept["id"], claim=kept["claim"]
+        )
 
     def reject(self, env: str, http_status: int, reason: str) -> Outcome:
         """Count a refused call: one log row per reason and window, not a row each.
@@ -263,54 +278,53 @@ class InboundRouter:
 
     # -- routing kept calls -----------------------------------------------------------
 
-    def route(self, inbox_id: int, *, first: bool = False) -> Outcome | None:
-        """Route one kept call, if this router wins its claim.
+    def route(self, inbox_id: int, *, claim: str | None = None) -> Outcome | None:
+        """Route one kept call, if this router holds or wins its claim.
 
-        :param first: the web process right after its answer: takes the row
-            before it is due and tries a reply callback twice. Otherwise a
-            retry (the worker, ``flask retry``).
+        :param claim: the claim :meth:`accept` took when it kept the row (the
+            web process, right after its answer: a reply callback is tried
+            twice). Without it, a retry (the worker, ``flask retry``) that
+            claims the row first.
         :returns: what happened, or None when the row is not due, another
             router holds it, or its environment is inactive now.
         """
-        row = self.store.claim_inbox(inbox_id, ignore_schedule=first)
+        if claim is None:
+            row = self.store.claim_inbox(inbox_id)
+        else:
+            row = self.store.claimed_inbox(inbox_id, claim)
         if row is None:
             return None
         self._started = time.perf_counter()
-        env, claim = row["env"], row["claim"]
-        settings = self.store.environment(env)
+        settings = self.store.environment(row["env"])
         if not settings["active"]:
             # Kept until the environment is active again (due_inbox_ids skips it).
             self.store.release_inbox(
-                inbox_id, claim, error="environment is inactive", delay=QUEUE_BACKOFF[1]
+                inbox_id, row["claim"], error="environment is inactive", delay=QUEUE_BACKOFF[1]
             )
             return None
-        payload = WebhookPayload(token="", **row["payload"])
-        action = "webhook" if first else "webhook_retry"
-        if self.store.inbound_post_seen(env, payload.post_id):
+        routing = _Routing(
+            row=row,
+            settings=settings,
+            payload=WebhookPayload(token="", **row["payload"]),
+            action="webhook" if claim else "webhook_retry",
+        )
+        if self.store.inbound_post_seen(routing.env, routing.payload.post_id):
             outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
         else:
-            outcome = self._route_post(env, settings, payload, row, action)
+            outcome = self._route_post(routing)
         if not outcome.logged:
-            # The row's new state and the log row commit together.
-            with self.store.immediate():
-                if outcome.outcome == "error":
-                    failures = row["attempts"]
-                    delay = QUEUE_BACKOFF[min(failures - 1, len(QUEUE_BACKOFF) - 1)]
-                    self.store.release_inbox(inbox_id, claim, error=outcome.reason, delay=delay)
-                else:
-                    self.store.finish_inbox(inbox_id, claim, outcome.outcome)
-                self._log(env, payload, outcome, action=action)
+            self._settle(routing, outcome)
         message = outcome.message or {}
         if message.get("delivery_status") == "pending":
-            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS if first else 1)
+            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS if claim else 1)
         return outcome
 
     def retry_queued(self, env: str | None = None) -> dict[str, int]:
         """Route every due inbox row; counts by outcome.
 
         Due: a failed lookup whose delay has passed, a row whose router died
-        (its claim ran out, or it never claimed it). Safe to run in several
-        processes at once: each row is routed by the one that claims it.
+        (its claim ran out). Safe to run in several processes at once: each
+        row is routed by the one that claims it.
         """
         counts = {"stored": 0, "ignored": 0, "failed": 0}
         for inbox_id in self.store.due_inbox_ids(env):
@@ -319,11 +333,30 @@ class InboundRouter:
                 counts[{"ok": "stored", "ignored": "ignored"}.get(outcome.outcome, "failed")] += 1
         return counts
 
-    def _route_post(
-        self, env: str, settings: dict, payload: WebhookPayload, row: dict, action: str
-    ) -> Outcome:
+    def _settle(self, routing: _Routing, outcome: Outcome) -> None:
+        """Record an outcome that stored no reply, in one transaction."""
+        with self.store.immediate():
+            self._record_outcome(routing, outcome)
+
+    def _record_outcome(
+        self, routing: _Routing, outcome: Outcome, message: dict | None = None
+    ) -> None:
+        """The row's new state, the lookups' and the call's log rows (in a transaction)."""
+        row = routing.row
+        if outcome.outcome == "error":
+            delay = QUEUE_BACKOFF[min(row["attempts"] - 1, len(QUEUE_BACKOFF) - 1)]
+            self.store.release_inbox(row["id"], row["claim"], error=outcome.reason, delay=delay)
+        else:
+            self.store.finish_inbox(row["id"], row["claim"], outcome.outcome)
+        for record in routing.calls:
+            self.store.log(**call_log_fields(routing.env, message, record))
+        self._log(routing.env, routing.payload, outcome, action=routing.action)
+
+    def _route_post(self, routing: _Routing) -> Outcome:
         """Look the post up to find its thread, then store the reply."""
-        client = logged_client(self.store, settings, session=self.session)
+        env, settings, payload = routing.env, routing.settings, routing.payload
+        # Its calls are logged with the outcome, in the same commit.
+        client = logged_client(self.store, settings, session=self.session, sink=routing.calls)
         try:
             post = self._lookup(client, payload.post_id)
         except mm.NotFound:
@@ -341,9 +374,7 @@ class InboundRouter:
         if conversation is None:
             return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
         text = post.get("message", payload.text)
-        return self._store_reply(
-            env, settings, client, conversation, payload, text, row=row, action=action
-        )
+        return self._store_reply(routing, client, conversation, text)
 
     def _lookup(self, client: mm.MattermostClient, post_id: str) -> dict[str, Any]:
         """``GET /posts/{id}``, tried once more after a short wait when worth it."""
@@ -356,9 +387,8 @@ class InboundRouter:
             self.sleep(wait)
             return client.post(post_id)
 
-    def _store_reply(
-        self, env, settings, client, conversation, payload, text, *, row, action
-    ) -> Outcome:
+    def _store_reply(self, routing: _Routing, client, conversation, text) -> Outcome:
+        env, settings, payload = routing.env, routing.settings, routing.payload
         author, is_bot = self._author(env, client, payload)
         if is_bot and not settings["accept_other_bots"]:
             return Outcome(200, "ignored", "post by another bot or integration")
@@ -372,7 +402,7 @@ class InboundRouter:
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""
-        # The reply, the close, the inbox row and the log row: one transaction.
+        # The reply, the close, the inbox row and the log rows: one transaction.
         with self.store.immediate():
             message = self.store.add_inbound_message(
                 env=env,
@@ -389,10 +419,11 @@ class InboundRouter:
                 outcome = Outcome(200, "ok", reason, message)
                 if direction == "event":
                     self.store.close_conversation(conversation["id"])
-            self.store.finish_inbox(row["id"], row["claim"], outcome.outcome)
-            self._log(env, payload, outcome, action=action)
+            self._record_outcome(routing, outcome, message)
         if message is not None and direction == "event":
-            self._confirm_close(client, conversation)
+            self._confirm_close(
+                logged_client(self.store, settings, session=self.session), conversation
+            )
         return outcome
 
     def _confirm_close(self, client: mm.MattermostClient, conversation: dict) -> None:
@@ -427,7 +458,7 @@ class InboundRouter:
 
 
 def route_after_answer(
-    database: str, inbox_id: int, *, session: requests.Session | None = None
+    database: str, inbox_id: int, claim: str, *, session: requests.Session | None = None
 ) -> None:
     """Route a call the webhook kept, once its answer is on its way.
 
@@ -437,7 +468,7 @@ def route_after_answer(
     """
     store = Store(database, shared=True)
     try:
-        InboundRouter(store, session=session).route(inbox_id, first=True)
+        InboundRouter(store, session=session).route(inbox_id, claim=claim)
     except Exception:
         log.exception("routing inbox row %s failed; the worker tries again", inbox_id)
     finally:

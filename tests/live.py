@@ -145,7 +145,6 @@ class LiveBridge:
             try:
                 (unrouted,) = conn.execute(
                     "SELECT COUNT(*) FROM inbox WHERE state = 'routing'"
-                    " OR (state = 'pending' AND attempts = 0)"
                 ).fetchone()
             finally:
                 conn.close()

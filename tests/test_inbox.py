@@ -110,72 +110,66 @@ def db_rows(store: Store, table: str) -> int:
 # -- the store: kept once, claims and leases ------------------------------------------
 
 
-def test_a_post_is_kept_once(store):
+def test_a_post_is_kept_once_claimed_by_its_keeper(store):
     post_id = new_id()
     first = store.add_to_inbox("test", post_id, kept_fields(post_id))
-    assert isinstance(first, int)
     assert store.add_to_inbox("test", post_id, kept_fields(post_id)) is None
     assert db_rows(store, "inbox") == 1
-    assert store.inbox_row(first)["payload"] == kept_fields(post_id)
+    row = store.inbox_row(first["id"])
+    assert (row["state"], row["claim"], row["attempts"]) == ("routing", first["claim"], 1)
+    assert row["payload"] == kept_fields(post_id)
 
 
 def test_a_claim_is_exclusive_until_its_lease_runs_out(store):
     configure(store)
-    inbox_id = store.add_to_inbox("test", new_id(), {})
-    first = store.claim_inbox(inbox_id)
-    assert first["state"] == "routing" and first["attempts"] == 1
-    assert store.claim_inbox(inbox_id) is None
-    assert store.claim_inbox(inbox_id, ignore_schedule=True) is None  # never a live claim
-    # The router died: once the lease has run out, another one takes the row.
+    kept = store.add_to_inbox("test", new_id(), {})
+    inbox_id = kept["id"]
+    assert store.claimed_inbox(inbox_id, kept["claim"])["state"] == "routing"
+    assert store.due_inbox_ids() == [] and store.claim_inbox(inbox_id) is None
+    # The keeper died before routing it: once the lease has run out, a retry takes it.
     later = time.time() + INBOX_LEASE_SECONDS + 1
     assert store.due_inbox_ids(now=later) == [inbox_id]
-    second = store.claim_inbox(inbox_id, now=later)
-    assert second["claim"] != first["claim"] and second["attempts"] == 2
+    retry = store.claim_inbox(inbox_id, now=later)
+    assert retry["claim"] != kept["claim"] and retry["attempts"] == 2
+    assert store.claim_inbox(inbox_id, now=later) is None  # the retry's claim holds now
     # The old claim can change nothing any more; the new one finishes the row.
-    assert store.finish_inbox(inbox_id, first["claim"], "ok") is False
-    assert store.release_inbox(inbox_id, first["claim"], error="x", delay=0) is False
-    assert store.finish_inbox(inbox_id, second["claim"], "ok") is True
+    assert store.claimed_inbox(inbox_id, kept["claim"]) is None
+    assert store.finish_inbox(inbox_id, kept["claim"], "ok") is False
+    assert store.release_inbox(inbox_id, kept["claim"], error="x", delay=0) is False
+    assert store.finish_inbox(inbox_id, retry["claim"], "ok") is True
     assert store.inbox_row(inbox_id)["state"] == "done"
     assert store.claim_inbox(inbox_id, now=later + INBOX_LEASE_SECONDS + 1) is None
 
 
-def test_a_fresh_row_waits_for_the_web_process_but_it_may_take_it_at_once(store):
-    configure(store)
-    inbox_id = store.add_to_inbox("test", new_id(), {}, due_in=15)
-    assert store.due_inbox_ids() == []
-    assert store.claim_inbox(inbox_id) is None
-    assert store.claim_inbox(inbox_id, ignore_schedule=True)["state"] == "routing"
-
-
 def test_a_released_row_is_due_again_after_its_delay(store):
     configure(store)
-    inbox_id = store.add_to_inbox("test", new_id(), {})
-    row = store.claim_inbox(inbox_id)
-    assert store.release_inbox(inbox_id, row["claim"], error="HTTP 500", delay=30)
-    kept = store.inbox_row(inbox_id)
-    assert (kept["state"], kept["error"], kept["claim"]) == ("pending", "HTTP 500", "")
-    assert store.due_inbox_ids() == []
-    assert store.due_inbox_ids(now=time.time() + 31) == [inbox_id]
+    kept = store.add_to_inbox("test", new_id(), {})
+    assert store.release_inbox(kept["id"], kept["claim"], error="HTTP 500", delay=30)
+    row = store.inbox_row(kept["id"])
+    assert (row["state"], row["error"], row["claim"]) == ("pending", "HTTP 500", "")
+    assert store.due_inbox_ids() == [] and store.claim_inbox(kept["id"]) is None
+    assert store.due_inbox_ids(now=time.time() + 31) == [kept["id"]]
     assert store.count_queued_inbound("test") == 1
 
 
 def test_rows_of_an_inactive_environment_wait_until_it_is_active(store):
     configure(store)
-    inbox_id = store.add_to_inbox("test", new_id(), {})
+    kept = store.add_to_inbox("test", new_id(), {})
+    store.release_inbox(kept["id"], kept["claim"], error="HTTP 500", delay=0)
     store.update_environment("test", active=0)
     assert store.due_inbox_ids() == []
     store.update_environment("test", active=1)
-    assert store.due_inbox_ids() == [inbox_id]
+    assert store.due_inbox_ids() == [kept["id"]]
 
 
 def test_routed_rows_are_pruned_after_a_day_and_kept_ones_never(store):
     configure(store)
     done, kept = (store.add_to_inbox("test", new_id(), {}) for _ in range(2))
-    store.finish_inbox(done, store.claim_inbox(done)["claim"], "ok")
+    store.finish_inbox(done["id"], done["claim"], "ok")
     assert store.prune_inbox(now=time.time() + INBOX_KEEP_DONE_SECONDS - 60) == 0
     assert store.prune_inbox(now=time.time() + INBOX_KEEP_DONE_SECONDS + 60) == 1
-    assert store.inbox_row(done) is None
-    assert store.inbox_row(kept)["state"] == "pending"
+    assert store.inbox_row(done["id"]) is None
+    assert store.inbox_row(kept["id"])["state"] == "routing"
 
 
 def test_migration_moves_kept_calls_of_inbound_queue_into_the_inbox(tmp_path):
@@ -240,8 +234,9 @@ def _race_router(path, start, results):
 def test_two_processes_racing_for_the_same_rows_route_each_exactly_once(app, store):
     configure(store)
     posts = [new_id() for _ in range(150)]
-    for post_id in posts:
-        store.add_to_inbox("test", post_id, kept_fields(post_id))
+    for post_id in posts:  # kept, their lookup failed: due for a retry
+        kept = store.add_to_inbox("test", post_id, kept_fields(post_id))
+        store.release_inbox(kept["id"], kept["claim"], error="HTTP 500", delay=0)
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(2), context.Queue()
     racers = [
@@ -283,9 +278,11 @@ def test_a_reply_is_kept_before_mattermost_is_asked_and_routed_after_the_answer(
     mock_mattermost(mocker, root)
     post_id = new_id()
     response = client.post(HOOK, data=fields(post_id))
-    # The answer is ready: the call is kept, Mattermost not asked yet.
+    # The answer is ready: the call is kept (claimed by this process), Mattermost not asked yet.
     assert (response.status_code, response.data) == (200, b"")
-    assert [row["state"] for row in store.db.query("SELECT state FROM inbox")] == ["pending"]
+    kept = next(store.db.query("SELECT * FROM inbox"))
+    assert (kept["state"], kept["attempts"]) == ("routing", 1)
+    assert store.due_inbox_ids() == []  # a retry leaves it to this process
     assert lookups(mocker) == []
     response.close()  # gunicorn closes it once the answer is written
     assert lookups(mocker) == [post_id]
@@ -305,6 +302,13 @@ def test_a_failed_lookup_keeps_the_reply_and_a_retry_routes_it_once(client, stor
     assert (row["state"], row["attempts"]) == ("pending", 1)
     assert "cannot look the post up" in row["error"]
     assert agent_posts(store) == [] and store.count_queued_inbound("test") == 1
+    # The lookups are in the log with the call's outcome (written in one commit).
+    logged = store.db.query("SELECT direction, action, http_status FROM log ORDER BY id")
+    assert [tuple(r.values()) for r in logged] == [
+        ("outbound", "lookup", 500),
+        ("outbound", "lookup", 500),
+        ("inbound", "webhook", 200),
+    ]
 
     # Due again at once (QUEUE_BACKOFF[0]); failing again, it waits 30 s, then 2 min.
     router = InboundRouter(store, sleep=lambda s: None)
@@ -323,6 +327,26 @@ def test_a_failed_lookup_keeps_the_reply_and_a_retry_routes_it_once(client, stor
     assert agent_posts(store) == [post_id]
     assert lookups(mocker) == [post_id] * 7  # 2 at the call, 2 + 2 failed retries, 1 stored
     assert store.count_queued_inbound("test") == 0
+
+
+def test_a_call_kept_by_a_process_that_died_is_routed_once_its_claim_runs_out(
+    client, store, hook_app
+):
+    root, mocker = hook_app
+    mock_mattermost(mocker, root)
+    post_id = new_id()
+    response = client.post(HOOK, data=fields(post_id))  # never closed: the worker was killed
+    assert response.status_code == 200
+    dead = next(store.db.query("SELECT id, claim FROM inbox"))
+    router = InboundRouter(store, sleep=lambda s: None)
+    assert router.retry_queued() == {"stored": 0, "ignored": 0, "failed": 0}  # claim holds
+    store.db.execute("UPDATE inbox SET next_at = ?", [time.time() - 1])  # the lease ran out
+    assert router.retry_queued() == {"stored": 1, "ignored": 0, "failed": 0}
+    assert router.retry_queued() == {"stored": 0, "ignored": 0, "failed": 0}
+    assert agent_posts(store) == [post_id] and lookups(mocker) == [post_id]
+    # The dead process's claim is void: it cannot route the row any more.
+    assert router.route(dead["id"], claim=dead["claim"]) is None
+    assert lookups(mocker) == [post_id]
 
 
 def test_a_repeated_delivery_is_kept_once_and_logged_as_a_duplicate(client, store, hook_app):

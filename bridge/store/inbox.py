@@ -2,10 +2,12 @@
 
 Mattermost calls an outgoing webhook once and never again, so the route
 stores the call here in one short transaction and answers; routing (the post
-lookup, storing the reply) follows. A row is ``pending`` until a router claims
-it (``routing``, with a lease in ``next_at``) and ``done`` once routed. The
-claim is one conditional UPDATE: of two processes racing for a row exactly
-one wins, and a claim left by a dead process runs out after the lease.
+lookup, storing the reply) follows. A row is kept ``routing``, claimed by the
+web process that routes it right after its answer (its lease in ``next_at``);
+``pending`` when that failed and it waits for a retry; ``done`` once routed.
+A retry claims a row with one conditional UPDATE: of two processes racing for
+a row exactly one wins, and a claim left by a dead process runs out after
+the lease.
 """
 
 from __future__ import annotations
@@ -29,46 +31,49 @@ class InboxMixin:
     """Kept webhook calls (mixed into Store)."""
 
     def add_to_inbox(
-        self, env: str, post_id: str, payload: dict[str, Any], *, due_in: float = 0.0
-    ) -> int | None:
-        """Keep one call; None when this post is already in the inbox (stored once).
+        self, env: str, post_id: str, payload: dict[str, Any], *, lease: float = INBOX_LEASE_SECONDS
+    ) -> dict[str, Any] | None:
+        """Keep one call, claimed by the caller, who routes it next.
 
-        :param due_in: seconds before a worker may take the row; the web
-            process routing it right after its answer claims it at once.
+        A caller that dies before routing it leaves a claim that runs out
+        after ``lease`` seconds; then a retry takes the row.
+
+        :returns: the row's ``id`` and ``claim``, or None when this post is
+            in the inbox already (a repeated delivery is kept once).
         """
         now = time.time()
-        row = self._one(
-            "INSERT OR IGNORE INTO inbox (env, post_id, payload, received_at, next_at)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            [env, post_id, json.dumps(payload, separators=(",", ":")), now, now + due_in],
+        return self._one(
+            "INSERT OR IGNORE INTO inbox (env, post_id, payload, state, attempts, claim,"
+            " received_at, next_at) VALUES (?, ?, ?, 'routing', 1, ?, ?, ?) RETURNING id, claim",
+            [env, post_id, json.dumps(payload, separators=(",", ":")), new_id(), now, now + lease],
         )
-        return row["id"] if row else None
 
     def claim_inbox(
-        self,
-        inbox_id: int,
-        *,
-        ignore_schedule: bool = False,
-        lease: float = INBOX_LEASE_SECONDS,
-        now: float | None = None,
+        self, inbox_id: int, *, lease: float = INBOX_LEASE_SECONDS, now: float | None = None
     ) -> dict[str, Any] | None:
-        """Take a row for routing; None when it is not due or another router holds it.
+        """Take a due row for routing; None when it is not due or another router holds it.
 
-        :param ignore_schedule: take a pending row before it is due (the web
-            process, right after its answer); a live claim is never taken.
+        Due: pending with its delay over, or claimed with the claim run out.
+        One conditional UPDATE, so of two routers racing exactly one wins.
+
         :returns: the row with its decoded ``payload`` and the new ``claim``.
         """
         now = time.time() if now is None else now
-        due = float("inf") if ignore_schedule else now
         row = self._one(
             "UPDATE inbox SET state = 'routing', attempts = attempts + 1, claim = ?,"
-            " next_at = ? WHERE id = ? AND ((state = 'pending' AND next_at <= ?)"
-            " OR (state = 'routing' AND next_at <= ?)) RETURNING *",
-            [new_id(), now + lease, inbox_id, due, now],
+            " next_at = ? WHERE id = ? AND state IN ('pending', 'routing') AND next_at <= ?"
+            " RETURNING *",
+            [new_id(), now + lease, inbox_id, now],
         )
-        if row:
-            row["payload"] = json.loads(row["payload"])
-        return row
+        return _decoded(row)
+
+    def claimed_inbox(self, inbox_id: int, claim: str) -> dict[str, Any] | None:
+        """The row, while ``claim`` still holds it (None once it ran out and was taken)."""
+        row = self._one(
+            "SELECT * FROM inbox WHERE id = ? AND claim = ? AND state = 'routing'",
+            [inbox_id, claim],
+        )
+        return _decoded(row)
 
     def release_inbox(self, inbox_id: int, claim: str, *, error: str, delay: float) -> bool:
         """Give a claimed row back to try again after ``delay`` seconds."""
@@ -106,10 +111,7 @@ class InboxMixin:
         return [row["id"] for row in self.db.query(sql + " ORDER BY inbox.id LIMIT ?", params)]
 
     def inbox_row(self, inbox_id: int) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM inbox WHERE id = ?", [inbox_id])
-        if row:
-            row["payload"] = json.loads(row["payload"])
-        return row
+        return _decoded(self._one("SELECT * FROM inbox WHERE id = ?", [inbox_id]))
 
     def count_queued_inbound(self, env: str) -> int:
         """Calls kept but not routed yet (Mattermost failed, or routing is under way)."""
@@ -124,3 +126,9 @@ class InboxMixin:
             [now - INBOX_KEEP_DONE_SECONDS],
         )
         return cursor.rowcount
+
+
+def _decoded(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row:
+        row["payload"] = json.loads(row["payload"])
+    return row

@@ -43,6 +43,7 @@ def receive(env: str):
                 route_after_answer,
                 current_app.config["DATABASE"],
                 outcome.inbox_id,
+                outcome.claim,
                 session=current_app.config.get("MATTERMOST_SESSION"),
             )
         )
