@@ -258,7 +258,7 @@ def _wait_http(url: str, process: subprocess.Popen, log_path: Path, timeout: flo
             try:
                 session.get(url, timeout=1).close()
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # binding; a slow first answer
                 time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
