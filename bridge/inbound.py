@@ -103,6 +103,9 @@ class WebhookPayload:
     timestamp: float | None = None  # seconds, whatever the content type sent
 
 
+KEPT_FIELDS = tuple(f.name for f in dataclasses.fields(WebhookPayload) if f.name != "token")
+
+
 @dataclass
 class Outcome:
     """What the route answers and what the log says."""
@@ -489,10 +492,8 @@ def _ignored_without_lookup(settings: dict[str, Any], payload: WebhookPayload) -
 
 
 def _kept_fields(payload: WebhookPayload) -> dict[str, Any]:
-    """What is kept of a call for a later try: everything but the token."""
-    fields = dataclasses.asdict(payload)
-    fields.pop("token")
-    return fields
+    """What is kept of a call for routing: everything but the token."""
+    return {name: getattr(payload, name) for name in KEPT_FIELDS}
 
 
 def display_name(user: dict[str, Any]) -> str:
