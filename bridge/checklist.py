@@ -233,11 +233,13 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
     filters = {"env": env, "direction": "inbound"}
     valid = store.last_valid_inbound(env)
     rejected = store.last_log(env, "inbound", outcome="rejected")
-    if rejected and (not valid or rejected["id"] > valid["id"]):
+    # Rejections are counted in one row per window: its last_ts is the latest.
+    refused_at = rejected and (rejected["last_ts"] or rejected["ts"])
+    if rejected and (not valid or refused_at > valid["ts"]):
         return Evidence(
             FAILING,
             f"the last call was refused: {rejected['error']}",
-            rejected["ts"],
+            refused_at,
             {**filters, "outcome": "rejected"},
         )
     if valid:

@@ -1,9 +1,13 @@
-"""Mattermost outgoing-webhook calls: parse, verify, guard against loops, route.
+"""Mattermost outgoing-webhook calls: parse, verify, keep in the inbox, route.
 
-The payload carries no ``root_id``: the post is looked up to find its thread,
-and the thread's root post maps to a conversation. The bridge answers with an
-empty body whatever happens (unless the token is wrong or fields are
-missing), so Mattermost never posts noise in the channel.
+Mattermost calls a hook once, never again, and waits at most 30 s. So the
+route checks the token and the payload's shape, keeps the call in the inbox
+in one short transaction and answers; routing follows once the answer is
+sent (and again from the worker, ``retry_queued``, when Mattermost failed).
+The payload carries no ``root_id``: routing looks the post up to find its
+thread, and the thread's root post maps to a conversation. The answer's body
+is empty whatever happens (unless the token is wrong or fields are missing),
+so Mattermost never posts noise in the channel.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,8 +26,10 @@ import requests
 
 from . import mattermost as mm
 from .callbacks import INLINE_ATTEMPTS, CallbackSender
-from .integration import logged_client
+from .integration import call_log_fields, logged_client
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("token", "post_id", "user_id", "channel_id")
 OPTIONAL_FIELDS = (
@@ -41,11 +49,41 @@ USER_CACHE_SECONDS = 3600
 INLINE_WAIT_LIMIT = 1.0
 # Delay before the next try of a kept call after n failed ones.
 QUEUE_BACKOFF = (0, 30, 120, 600, 3600)
-MAX_FIELD = 70_000  # Mattermost posts are at most 16383 characters (65535 bytes)
+# Ids the server makes (model.NewId: 26 characters of a lowercase base32
+# alphabet) and what it accepts back: server/public/model/utils.go IsValidId,
+# 26 bytes that are each a letter or a digit; only ASCII ones reach 26 bytes
+# in 26 characters, and NewId never makes any other.
+ID_FIELDS = ("post_id", "user_id", "channel_id", "team_id")
+MATTERMOST_ID = re.compile(r"[A-Za-z0-9]{26}")
+# No field of a real call is longer than a post's database column
+# (model.PostMessageMaxBytesV2 = 65535): anything longer is refused.
+MAX_FIELD = 65_535
+# What is kept of each field. A post's message is at most 16383 runes
+# (server/public/model/post.go PostMessageMaxRunesV2 = 65535 bytes / 4), so
+# cutting text there loses nothing Mattermost can send; user, channel and team
+# names are at most 64 characters (model.UserNameMaxLength,
+# ChannelNameMaxLength, TeamNameMaxLength); a hook's trigger words at most
+# 1024 bytes together (model/outgoing_webhook.go IsValid).
+MAX_TEXT = 16_383
+KEPT_LENGTH = {
+    "text": MAX_TEXT,
+    "user_name": 64,
+    "channel_name": 64,
+    "team_domain": 64,
+    "trigger_word": 1024,
+}
 
 
 class PayloadError(ValueError):
-    """The body is not an outgoing-webhook payload; the message names the problem."""
+    """The body is not an outgoing-webhook payload; the message names the problem.
+
+    :param reason: the same without the caller's data, for the log, where
+        rejections are counted per reason (default: the message itself).
+    """
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass
@@ -65,6 +103,9 @@ class WebhookPayload:
     timestamp: float | None = None  # seconds, whatever the content type sent
 
 
+KEPT_FIELDS = tuple(f.name for f in dataclasses.fields(WebhookPayload) if f.name != "token")
+
+
 @dataclass
 class Outcome:
     """What the route answers and what the log says."""
@@ -74,6 +115,23 @@ class Outcome:
     reason: str
     message: dict[str, Any] | None = None
     logged: bool = False
+    inbox_id: int | None = None  # kept in the inbox, to be routed
+    claim: str = ""  # ... by the holder of this claim
+
+
+@dataclass
+class _Routing:
+    """One kept call being routed: its inbox row, settings, payload, calls made."""
+
+    row: dict[str, Any]
+    settings: dict[str, Any]
+    payload: WebhookPayload
+    action: str  # "webhook" right after the answer, "webhook_retry" later
+    calls: list[mm.CallRecord] = dataclasses.field(default_factory=list)
+
+    @property
+    def env(self) -> str:
+        return self.row["env"]
 
 
 def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -> WebhookPayload:
@@ -92,8 +150,9 @@ def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -
         divisor = 1.0
     else:
         raise PayloadError(
-            f"unsupported content type {mimetype or '(none)'}: Mattermost sends "
-            "application/x-www-form-urlencoded or application/json"
+            f"unsupported content type {mimetype[:100] or '(none)'}: Mattermost sends "
+            "application/x-www-form-urlencoded or application/json",
+            reason="unsupported content type",
         )
     missing = [name for name in REQUIRED_FIELDS if not _as_text(data.get(name))]
     if missing:
@@ -104,6 +163,12 @@ def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -
     values = {name: _as_text(data.get(name)) for name in REQUIRED_FIELDS + OPTIONAL_FIELDS}
     if any(len(value) > MAX_FIELD for value in values.values()):
         raise PayloadError("a field is longer than any Mattermost post can be")
+    for name in ID_FIELDS:
+        # team_id may be absent; when present it is an id like the others.
+        if values[name] and not MATTERMOST_ID.fullmatch(values[name]):
+            raise PayloadError(f"{name} is not a Mattermost id (26 letters and digits)")
+    for name, limit in KEPT_LENGTH.items():
+        values[name] = values[name][:limit]
     timestamp_text = values.pop("timestamp")
     timestamp = None
     if timestamp_text:
@@ -123,7 +188,11 @@ def _as_text(value: Any) -> str:
 
 
 class InboundRouter:
-    """Decides what one webhook call means and stores the agent's reply."""
+    """Decides what one webhook call means and stores the agent's reply.
+
+    :meth:`accept` is the webhook call itself (no Mattermost call);
+    :meth:`route` routes one kept call, :meth:`retry_queued` every due one.
+    """
 
     def __init__(
         self,
@@ -139,15 +208,57 @@ class InboundRouter:
         self.sleep = sleep
         self._started = time.perf_counter()  # of the call being handled, for the log
 
-    def handle(self, env: str, payload: WebhookPayload) -> Outcome:
+    # -- the webhook call -------------------------------------------------------------
+
+    def accept(self, env: str, payload: WebhookPayload) -> Outcome:
+        """Answer a webhook call without calling Mattermost.
+
+        The token is compared (constant time) before anything of the payload
+        is written. What needs no lookup is ignored at once (inactive
+        environment, the bot's own post, another channel, a post already
+        stored); the rest is kept in the inbox, in one short transaction, for
+        :meth:`route`. A database that cannot be written raises before
+        anything is kept or any Mattermost call is made.
+        """
         self._started = time.perf_counter()
-        outcome = self._route(env, payload)
-        if not outcome.logged:
-            self._log(env, payload, outcome)
-        message = outcome.message or {}
-        if message.get("delivery_status") == "pending":
-            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS)
-        return outcome
+        settings = self.store.environment(env)
+        expected = settings["webhook_token"]
+        if not expected:
+            return self.reject(env, 403, "token mismatch: no webhook token is saved yet")
+        if not hmac.compare_digest(payload.token.encode(), expected.encode()):
+            return self.reject(env, 403, "token mismatch")
+        ignored = _ignored_without_lookup(settings, payload)
+        if ignored is not None:
+            self._log(env, payload, ignored)
+            return ignored
+        with self.store.immediate():
+            kept = None
+            if not self.store.inbound_post_seen(env, payload.post_id):
+                # Kept already claimed by this process, which routes it right after
+                # its answer; if it dies first, the claim runs out and a retry takes it.
+                kept = self.store.add_to_inbox(env, payload.post_id, _kept_fields(payload))
+            if kept is None:  # stored already, or kept by an earlier delivery
+                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+                self._log(env, payload, outcome)
+                return outcome
+        return Outcome(
+            200, "accepted", "kept in the inbox", inbox_id=kept["id"], claim=kept["claim"]
+        )
+
+    def reject(self, env: str, http_status: int, reason: str) -> Outcome:
+        """Count a refused call: one log row per reason and window, not a row each.
+
+        :param reason: a fixed sentence, never the caller's data.
+        """
+        self.store.log_counted(
+            env=env,
+            direction="inbound",
+            action="webhook",
+            outcome="rejected",
+            reason=reason,
+            http_status=http_status,
+        )
+        return Outcome(http_status, "rejected", reason, logged=True)
 
     def _log(
         self, env: str, payload: WebhookPayload, outcome: Outcome, action: str = "webhook"
@@ -168,40 +279,94 @@ class InboundRouter:
         )
         outcome.logged = True
 
-    def _route(self, env: str, payload: WebhookPayload) -> Outcome:
-        settings = self.store.environment(env)
-        expected = settings["webhook_token"]
-        if not expected:
-            return Outcome(403, "rejected", "token mismatch: no webhook token is saved yet")
-        if not hmac.compare_digest(payload.token.encode(), expected.encode()):
-            return Outcome(403, "rejected", "token mismatch")
-        if not settings["active"]:
-            return Outcome(200, "ignored", "environment is inactive")
-        if payload.user_id == settings["bot_user_id"] or (
-            payload.user_name and payload.user_name == settings["bot_username"]
-        ):
-            return Outcome(200, "ignored", "post by the bridge's own bot (reply-loop guard)")
-        if payload.channel_id != settings["mirror_channel_id"]:
-            return Outcome(200, "ignored", "not the mirror channel")
-        if self.store.inbound_post_seen(env, payload.post_id):
-            return Outcome(200, "ignored", "duplicate delivery: post already stored")
-        return self._route_post(env, settings, payload)
+    # -- routing kept calls -----------------------------------------------------------
 
-    def _route_post(self, env: str, settings: dict, payload: WebhookPayload) -> Outcome:
+    def route(self, inbox_id: int, *, claim: str | None = None) -> Outcome | None:
+        """Route one kept call, if this router holds or wins its claim.
+
+        :param claim: the claim :meth:`accept` took when it kept the row (the
+            web process, right after its answer: a reply callback is tried
+            twice). Without it, a retry (the worker, ``flask retry``) that
+            claims the row first.
+        :returns: what happened, or None when the row is not due, another
+            router holds it, or its environment is inactive now.
+        """
+        if claim is None:
+            row = self.store.claim_inbox(inbox_id)
+        else:
+            row = self.store.claimed_inbox(inbox_id, claim)
+        if row is None:
+            return None
+        self._started = time.perf_counter()
+        settings = self.store.environment(row["env"])
+        if not settings["active"]:
+            # Kept until the environment is active again (due_inbox_ids skips it).
+            self.store.release_inbox(
+                inbox_id, row["claim"], error="environment is inactive", delay=QUEUE_BACKOFF[1]
+            )
+            return None
+        routing = _Routing(
+            row=row,
+            settings=settings,
+            payload=WebhookPayload(token="", **row["payload"]),
+            action="webhook" if claim else "webhook_retry",
+        )
+        if self.store.inbound_post_seen(routing.env, routing.payload.post_id):
+            outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+        else:
+            outcome = self._route_post(routing)
+        if not outcome.logged:
+            self._settle(routing, outcome)
+        message = outcome.message or {}
+        if message.get("delivery_status") == "pending":
+            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS if claim else 1)
+        return outcome
+
+    def retry_queued(self, env: str | None = None) -> dict[str, int]:
+        """Route every due inbox row; counts by outcome.
+
+        Due: a failed lookup whose delay has passed, a row whose router died
+        (its claim ran out). Safe to run in several processes at once: each
+        row is routed by the one that claims it.
+        """
+        counts = {"stored": 0, "ignored": 0, "failed": 0}
+        for inbox_id in self.store.due_inbox_ids(env):
+            outcome = self.route(inbox_id)
+            if outcome is not None:
+                counts[{"ok": "stored", "ignored": "ignored"}.get(outcome.outcome, "failed")] += 1
+        return counts
+
+    def _settle(self, routing: _Routing, outcome: Outcome) -> None:
+        """Record an outcome that stored no reply, in one transaction."""
+        with self.store.immediate():
+            self._record_outcome(routing, outcome)
+
+    def _record_outcome(
+        self, routing: _Routing, outcome: Outcome, message: dict | None = None
+    ) -> None:
+        """The row's new state, the lookups' and the call's log rows (in a transaction)."""
+        row = routing.row
+        if outcome.outcome == "error":
+            delay = QUEUE_BACKOFF[min(row["attempts"] - 1, len(QUEUE_BACKOFF) - 1)]
+            self.store.release_inbox(row["id"], row["claim"], error=outcome.reason, delay=delay)
+        else:
+            self.store.finish_inbox(row["id"], row["claim"], outcome.outcome)
+        for record in routing.calls:
+            self.store.log(**call_log_fields(routing.env, message, record))
+        self._log(routing.env, routing.payload, outcome, action=routing.action)
+
+    def _route_post(self, routing: _Routing) -> Outcome:
         """Look the post up to find its thread, then store the reply."""
-        client = logged_client(self.store, settings, session=self.session)
+        env, settings, payload = routing.env, routing.settings, routing.payload
+        # Its calls are logged with the outcome, in the same commit.
+        client = logged_client(self.store, settings, session=self.session, sink=routing.calls)
         try:
             post = self._lookup(client, payload.post_id)
         except mm.NotFound:
             return Outcome(200, "ignored", "the post is gone (deleted before it was looked up)")
         except mm.MattermostError as exc:
-            # Mattermost never repeats a webhook call: keep it, or the reply is lost.
-            failures = self.store.inbound_attempts(env, payload.post_id)
-            delay = QUEUE_BACKOFF[min(failures, len(QUEUE_BACKOFF) - 1)]
-            self.store.queue_inbound(env, payload.post_id, _kept_fields(payload), str(exc), delay)
-            return Outcome(
-                200, "error", f"cannot look the post up: {exc} Kept; 'flask retry' tries again."
-            )
+            # Mattermost never repeats a webhook call: the row stays in the inbox.
+            return Outcome(200, "error", f"cannot look the post up: {exc} Kept; tried again later.")
         props = post.get("props") or {}
         if not settings["accept_other_bots"] and _from_integration(props):
             return Outcome(200, "ignored", "post by another bot or integration")
@@ -212,7 +377,7 @@ class InboundRouter:
         if conversation is None:
             return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
         text = post.get("message", payload.text)
-        return self._store_reply(env, settings, client, conversation, payload, text)
+        return self._store_reply(routing, client, conversation, text)
 
     def _lookup(self, client: mm.MattermostClient, post_id: str) -> dict[str, Any]:
         """``GET /posts/{id}``, tried once more after a short wait when worth it."""
@@ -225,30 +390,8 @@ class InboundRouter:
             self.sleep(wait)
             return client.post(post_id)
 
-    def retry_queued(self, env: str | None = None) -> dict[str, int]:
-        """Route again the kept calls whose post lookup failed; counts by outcome."""
-        counts = {"stored": 0, "ignored": 0, "failed": 0}
-        for row in self.store.due_inbound(env):
-            self._started = time.perf_counter()
-            settings = self.store.environment(row["env"])
-            if not settings["active"]:
-                continue
-            payload = WebhookPayload(token="", **row["payload"])
-            if self.store.inbound_post_seen(row["env"], payload.post_id):
-                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
-            else:
-                outcome = self._route_post(row["env"], settings, payload)
-            if not outcome.logged:
-                self._log(row["env"], payload, outcome, action="webhook_retry")
-            if outcome.outcome != "error":
-                self.store.dequeue_inbound(row["env"], payload.post_id)
-            counts[{"ok": "stored", "ignored": "ignored"}.get(outcome.outcome, "failed")] += 1
-            message = outcome.message or {}
-            if message.get("delivery_status") == "pending":
-                self.callbacks.deliver(message["id"], attempts=1)
-        return counts
-
-    def _store_reply(self, env, settings, client, conversation, payload, text) -> Outcome:
+    def _store_reply(self, routing: _Routing, client, conversation, text) -> Outcome:
+        env, settings, payload = routing.env, routing.settings, routing.payload
         author, is_bot = self._author(env, client, payload)
         if is_bot and not settings["accept_other_bots"]:
             return Outcome(200, "ignored", "post by another bot or integration")
@@ -262,7 +405,7 @@ class InboundRouter:
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""
-        # The reply, the close and the log row commit together: one transaction.
+        # The reply, the close, the inbox row and the log rows: one transaction.
         with self.store.immediate():
             message = self.store.add_inbound_message(
                 env=env,
@@ -279,9 +422,11 @@ class InboundRouter:
                 outcome = Outcome(200, "ok", reason, message)
                 if direction == "event":
                     self.store.close_conversation(conversation["id"])
-            self._log(env, payload, outcome)
+            self._record_outcome(routing, outcome, message)
         if message is not None and direction == "event":
-            self._confirm_close(client, conversation)
+            self._confirm_close(
+                logged_client(self.store, settings, session=self.session), conversation
+            )
         return outcome
 
     def _confirm_close(self, client: mm.MattermostClient, conversation: dict) -> None:
@@ -315,11 +460,40 @@ class InboundRouter:
         return name, bool(user.get("is_bot"))
 
 
+def route_after_answer(
+    database: str, inbox_id: int, claim: str, *, session: requests.Session | None = None
+) -> None:
+    """Route a call the webhook kept, once its answer is on its way.
+
+    Runs from the response's ``call_on_close`` (gunicorn calls it after the
+    response is written), on the store of this thread. A failure here loses
+    nothing: the row stays in the inbox and the worker routes it.
+    """
+    store = Store(database, shared=True)
+    try:
+        InboundRouter(store, session=session).route(inbox_id, claim=claim)
+    except Exception:
+        log.exception("routing inbox row %s failed; the worker tries again", inbox_id)
+    finally:
+        store.close()
+
+
+def _ignored_without_lookup(settings: dict[str, Any], payload: WebhookPayload) -> Outcome | None:
+    """What a call with the right token is ignored for before any lookup."""
+    if not settings["active"]:
+        return Outcome(200, "ignored", "environment is inactive")
+    if payload.user_id == settings["bot_user_id"] or (
+        payload.user_name and payload.user_name == settings["bot_username"]
+    ):
+        return Outcome(200, "ignored", "post by the bridge's own bot (reply-loop guard)")
+    if payload.channel_id != settings["mirror_channel_id"]:
+        return Outcome(200, "ignored", "not the mirror channel")
+    return None
+
+
 def _kept_fields(payload: WebhookPayload) -> dict[str, Any]:
-    """What is kept of a call for a later try: everything but the token."""
-    fields = dataclasses.asdict(payload)
-    fields.pop("token")
-    return fields
+    """What is kept of a call for routing: everything but the token."""
+    return {name: getattr(payload, name) for name in KEPT_FIELDS}
 
 
 def display_name(user: dict[str, Any]) -> str:

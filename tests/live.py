@@ -110,6 +110,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it is true; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached after {timeout} s")
+        time.sleep(0.02)
+
+
 class LiveBridge:
     """gunicorn serving ``app:app`` with a fresh instance folder.
 
@@ -216,6 +225,27 @@ class LiveBridge:
                 f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
             )
         return result
+
+    def wait_routed(self, timeout: float = 10.0) -> None:
+        """Wait until every webhook call kept so far has had its first routing.
+
+        The webhook answers Mattermost first and routes right after; a test
+        that checks the outcome of a call waits for this (a row still pending
+        after a failed lookup counts as routed: it waits for a retry).
+        """
+        path = self.instance / "bridge.db"
+
+        def routed() -> bool:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                (unrouted,) = conn.execute(
+                    "SELECT COUNT(*) FROM inbox WHERE state = 'routing'"
+                ).fetchone()
+            finally:
+                conn.close()
+            return unrouted == 0
+
+        wait_until(routed, timeout, "every kept webhook call routed")
 
     def api_key(self, env: str = "test") -> str:
         return self.cli("api-key", env).stdout.strip().splitlines()[-1]

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from bridge.inbound import MAX_FIELD, PayloadError, WebhookPayload, parse_payload
+from bridge.inbound import MAX_FIELD, MAX_TEXT, PayloadError, WebhookPayload, parse_payload
 
 FORM = "application/x-www-form-urlencoded"
 FIELDS = {
@@ -139,3 +139,58 @@ def test_timestamp_that_is_not_a_number_is_refused():
 def test_oversized_field_is_refused():
     with pytest.raises(PayloadError, match="longer"):
         form_payload(text="x" * (MAX_FIELD + 1))
+
+
+# -- ids in Mattermost's form, stored lengths (DESIGN 10) -----------------------------
+
+
+def test_ids_the_server_makes_are_accepted():
+    from tests.standin import new_id  # model.NewId's alphabet and length
+
+    ids = {name: new_id() for name in ("post_id", "user_id", "channel_id", "team_id")}
+    payload = form_payload(**ids)
+    assert (payload.post_id, payload.user_id, payload.channel_id, payload.team_id) == (
+        ids["post_id"],
+        ids["user_id"],
+        ids["channel_id"],
+        ids["team_id"],
+    )
+    assert form_payload(post_id="ABCDEFGHIJKLMNOPQRSTUVWXYZ").post_id.isupper()  # IsValidId
+
+
+@pytest.mark.parametrize("field", ["post_id", "user_id", "channel_id", "team_id"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * 25,
+        "a" * 27,
+        "a" * 25 + "-",
+        "a" * 25 + " ",
+        "é" * 13,  # 26 bytes, letters: Go's IsValidId takes it, NewId never makes it
+        "x" * 60_000,
+    ],
+)
+def test_ids_not_in_mattermosts_form_are_refused_naming_the_field(field, value):
+    with pytest.raises(PayloadError) as caught:
+        json_payload(**{field: value})
+    assert str(caught.value).startswith(field) or "longer" in str(caught.value)
+    assert value not in caught.value.reason  # the log reason never carries the caller's data
+
+
+def test_team_id_may_be_absent():
+    assert form_payload(team_id=None).team_id == ""
+
+
+def test_text_is_cut_to_the_longest_post_and_names_to_mattermosts_limits():
+    long_text = "ä" * 20_000
+    payload = form_payload(text=long_text, user_name="u" * 500, channel_name="c" * 500)
+    assert payload.text == "ä" * MAX_TEXT == long_text[:16_383]
+    assert (len(payload.user_name), len(payload.channel_name)) == (64, 64)
+    assert form_payload(text="short").text == "short"
+
+
+def test_unsupported_content_type_has_a_fixed_log_reason():
+    with pytest.raises(PayloadError) as caught:
+        parse_payload("text/x-" + "z" * 5000, MultiDict(FIELDS), b"")
+    assert caught.value.reason == "unsupported content type"
+    assert len(str(caught.value)) < 300

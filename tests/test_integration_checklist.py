@@ -91,6 +91,7 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     mm.add_outgoing_webhook(support, f"{live.url}/hooks/mattermost/test", token=WEBHOOK_TOKEN)
     mm.user_post(mm.agent, support, "hello hook")
     mm.wait_for_webhooks()
+    live.wait_routed()
     states = evidence(checklist(live, admin), "test")
     assert states["webhook"] == "ok"
     assert states["end_to_end"] == "not-yet"
@@ -105,6 +106,7 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     assert evidence(checklist(live, admin), "test")["end_to_end"] == "not-yet"
     mm.user_post(mm.agent, support, "an answer", root_id=started["root_post_id"])
     mm.wait_for_webhooks()
+    live.wait_routed()
     page = checklist(live, admin)
     assert set(evidence(page, "test").values()) == {"ok"}
     assert all(ticked(page, "test", item) for item in evidence(page, "test"))

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import configure_env
-from tests.live import retry_counts
+from tests.live import retry_counts, wait_until
 
 pytestmark = pytest.mark.integration
 WEBHOOK_TOKEN = "test-webhook-token-0123456"
@@ -23,6 +23,12 @@ def key(live, mm):
     hook_url = f"{live.url}/hooks/mattermost/test"
     mm.add_outgoing_webhook(mm.channels["support"]["id"], hook_url, token=WEBHOOK_TOKEN)
     return key
+
+
+def settle(live, mm):
+    """Mattermost has its answers, and the bridge has routed what it kept (after answering)."""
+    mm.wait_for_webhooks()
+    live.wait_routed()
 
 
 def start_chat_from_page(live, text="Is breakfast included?"):
@@ -113,7 +119,7 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
             timeout=30,
         )
         assert follow_up.status_code == 200
-        mm.wait_for_webhooks()
+        settle(live, mm)
         bot_posts = [
             p["id"]
             for p in mm.posts_in(support)
@@ -132,7 +138,7 @@ def test_agent_reply_in_thread_reaches_the_visitor_without_a_loop(live, mm, key)
         ]
 
         agent_post = mm.user_post(mm.agent, support, "Yes, from 7 to 10.", root_id=root_post_id)
-        mm.wait_for_webhooks()
+        settle(live, mm)
         (delivery,) = deliveries_of(mm, {agent_post["id"]})
         assert delivery["content_type"] == "application/x-www-form-urlencoded"
         assert (delivery["status"], delivery["response_body"]) == (200, "")
@@ -173,7 +179,7 @@ def test_top_level_post_and_unknown_thread_are_ignored_and_logged(live, mm, key)
     mm.user_post(mm.agent, support, "a new topic, not a reply")
     other_root = mm.user_post(mm.agent, support, "a thread the bridge did not start")
     mm.user_post(mm.agent, support, "reply there", root_id=other_root["id"])
-    mm.wait_for_webhooks()
+    settle(live, mm)
     admin = live.login()
     log = admin.get(f"{live.url}/log?env=test&direction=inbound&outcome=ignored", timeout=10).text
     assert "top-level post" in log
@@ -205,7 +211,7 @@ def test_json_hook_with_millisecond_timestamp_stores_the_reply_once(live, mm, ke
     mm.update_outgoing_webhook(WEBHOOK_TOKEN, content_type="application/json")
     try:
         reply = mm.user_post(mm.agent, mm.channels["support"]["id"], "JSON reply", root_id=root)
-        mm.wait_for_webhooks()
+        settle(live, mm)
     finally:
         mm.update_outgoing_webhook(WEBHOOK_TOKEN, content_type="application/x-www-form-urlencoded")
     (delivery,) = deliveries_of(mm, {reply["id"]})
@@ -234,6 +240,7 @@ def test_form_and_json_timestamps_are_read_in_their_own_units(live, mm, key):
     assert len(messages(live, key, conversation_id)) == 1
     stored = requests.post(f"{live.url}/hooks/mattermost/test", data=form, timeout=10)
     assert (stored.status_code, stored.text) == (200, "")
+    live.wait_routed()
     assert [m["text"] for m in messages(live, key, conversation_id)] == ["units", "in seconds"]
 
 
@@ -254,6 +261,7 @@ def test_same_delivery_sent_concurrently_to_two_workers_is_stored_once(live, mm,
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(deliver, range(16)))
     assert statuses == [200] * 16
+    live.wait_routed()
     assert [m["text"] for m in messages(live, key, conversation_id)].count("raced reply") == 1
 
 
@@ -302,8 +310,8 @@ def test_agent_note_is_hidden_and_close_ends_the_chat(live, mm, key):
     support = mm.channels["support"]["id"]
     mm.user_post(mm.agent, support, "note: VIP guest, be nice", root_id=root)
     mm.user_post(mm.agent, support, "!close", root_id=root)
-    mm.wait_for_webhooks()
-    mm.wait_for_webhooks()
+    settle(live, mm)
+    settle(live, mm)
     texts = [m["text"] for m in messages(live, key, conversation_id)]
     assert not any("VIP" in t for t in texts)
     assert conversation(live, key, conversation_id)["status"] == "closed"
@@ -323,7 +331,7 @@ def test_inactive_environment_acknowledges_and_ignores_replies(live, mm, key):
     live.cli("configure", "test", "--deactivate")
     try:
         mm.user_post(mm.agent, mm.channels["support"]["id"], "while inactive", root_id=root)
-        mm.wait_for_webhooks()
+        settle(live, mm)
         assert mm.webhook_deliveries[-1]["status"] == 200
         assert len(messages(live, key, conversation_id)) == 1
     finally:
@@ -372,8 +380,10 @@ def test_agent_reply_is_posted_to_the_host_signed_and_retried_after_failure(live
         conversation_id = start_chat_from_api(live, key, "callback please")
         root = conversation(live, key, conversation_id)["root_post_id"]
         mm.user_post(mm.agent, mm.channels["support"]["id"], "Signed answer", root_id=root)
-        mm.wait_for_webhooks()
-        assert len(receiver.received) == 2  # two inline attempts, both refused by the host
+        settle(live, mm)
+        # Two attempts right after routing (after the answer), both refused by the host.
+        wait_until(lambda: len(receiver.received) == 2, what="two callback attempts")
+        assert len(receiver.received) == 2
         assert all(r["valid"] for r in receiver.received)
         payload = receiver.received[0]["json"]
         assert payload["event"] == "message.created"
@@ -404,7 +414,7 @@ def test_reply_whose_lookup_fails_is_kept_and_routed_by_retry(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     mm.fail_next(2, 503)  # the lookup and its inline retry both fail
     mm.user_post(mm.agent, mm.channels["support"]["id"], "Parking is free.", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert mm.webhook_deliveries[-1]["status"] == 200
     assert len(messages(live, key, conversation_id)) == 1
     dashboard = live.login().get(f"{live.url}/", timeout=10).text
@@ -425,7 +435,7 @@ def test_rate_limited_lookup_is_retried_inline(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     mm.fail_next(1, 429)
     mm.user_post(mm.agent, mm.channels["support"]["id"], "After the limit.", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert [m["text"] for m in messages(live, key, conversation_id)] == [
         "rate limited lookup",
         "After the limit.",
@@ -437,13 +447,13 @@ def test_other_bots_are_ignored_unless_the_admin_accepts_them(live, mm, key):
     root = conversation(live, key, conversation_id)["root_post_id"]
     support = mm.channels["support"]["id"]
     mm.user_post(mm.prod_bot, support, "I am another bot", root_id=root)
-    mm.wait_for_webhooks()
+    settle(live, mm)
     assert [m["text"] for m in messages(live, key, conversation_id)] == ["bot replies"]
 
     save_config(live, mm, accept_other_bots="1")
     try:
         mm.user_post(mm.prod_bot, support, "Bots welcome now", root_id=root)
-        mm.wait_for_webhooks()
+        settle(live, mm)
         assert [m["text"] for m in messages(live, key, conversation_id)] == [
             "bot replies",
             "Bots welcome now",

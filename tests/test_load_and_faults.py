@@ -87,6 +87,7 @@ def test_ten_thousand_concurrent_deliveries_are_each_logged_once_and_stored_once
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(deliver, deliveries))
     assert statuses.count(200) == 10_000, {s: statuses.count(s) for s in set(statuses)}
+    bridge4.wait_routed(timeout=60)  # routing follows each answer
     db = bridge4.instance / "bridge.db"
     assert count(db, "SELECT COUNT(*) FROM log WHERE direction = 'inbound'") == 10_000
     assert count(db, "SELECT COUNT(*) FROM messages WHERE direction = 'agent'") == 5_000

@@ -1,9 +1,9 @@
 """The bridge's SQLite database: schema, migrations and every query.
 
 All SQL of the project lives in this package, one module per thing it holds
-(settings, conversations, messages, replies, deliveries, checklist, rate
-limits, log). :class:`Store` puts them together; callers get plain dicts back
-and never see a cursor. One store is opened per request (or CLI command) and
+(settings, conversations, messages, replies, the inbound inbox, deliveries,
+checklist, rate limits, log). :class:`Store` puts them together; callers get
+plain dicts back and never see a cursor. One store is opened per request (or CLI command) and
 closed afterwards; gunicorn workers each open their own connections.
 """
 
@@ -28,6 +28,7 @@ from .base import (
 from .checklist import ChecklistMixin
 from .conversations import ConversationsMixin
 from .deliveries import DeliveriesMixin
+from .inbox import INBOX_KEEP_DONE_SECONDS, INBOX_LEASE_SECONDS, InboxMixin
 from .log import LogMixin
 from .messages import MessagesMixin
 from .ratelimits import RateLimitsMixin
@@ -39,6 +40,8 @@ __all__ = [
     "CONVERSATIONS_PAGE_SIZE",
     "DIRECTIONS",
     "ENVIRONMENTS",
+    "INBOX_KEEP_DONE_SECONDS",
+    "INBOX_LEASE_SECONDS",
     "LOG_PAGE_SIZE",
     "MESSAGES_PAGE_SIZE",
     "MIGRATIONS",
@@ -59,6 +62,7 @@ class Store(
     ConversationsMixin,
     MessagesMixin,
     RepliesMixin,
+    InboxMixin,
     DeliveriesMixin,
     ChecklistMixin,
     RateLimitsMixin,

@@ -7,6 +7,9 @@ from typing import Any
 
 from .base import LOG_PAGE_SIZE
 
+# Repeated rejections share one log row per this many seconds.
+COUNT_WINDOW_SECONDS = 600.0
+
 
 class LogMixin:
     """The integration log (mixed into Store)."""
@@ -47,6 +50,41 @@ class LogMixin:
             ],
         )
         return cursor.lastrowid
+
+    def log_counted(
+        self,
+        *,
+        env: str,
+        direction: str,
+        action: str,
+        outcome: str,
+        reason: str,
+        http_status: int | None = None,
+        window: float = COUNT_WINDOW_SECONDS,
+        now: float | None = None,
+    ) -> int:
+        """Count a repeated event in one log row per (env, action, reason) per window.
+
+        Rejected webhook calls come from anyone who can reach the bridge: a
+        row each would let them fill the disk. The row is inserted at the
+        first event of a window and its ``count`` raised in place after that
+        (one atomic upsert, so racing workers add to the same row).
+        ``reason`` must come from a fixed set of sentences, never the caller's
+        data, or every call would make a row of its own.
+
+        :returns: the count so far in this window.
+        """
+        now = time.time() if now is None else now
+        window_start = int(now // window * window)
+        key = f"{env}|{direction}|{action}|{outcome}|{http_status}|{window_start}|{reason}"
+        row = self._one(
+            "INSERT INTO log (ts, env, direction, action, outcome, http_status, error,"
+            " count, last_ts, count_key) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT(count_key) WHERE count_key IS NOT NULL"
+            " DO UPDATE SET count = count + 1, last_ts = excluded.last_ts RETURNING count",
+            [now, env, direction, action, outcome, http_status, reason[:2000], now, key[:2200]],
+        )
+        return row["count"]
 
     def log_page(
         self,
@@ -106,11 +144,13 @@ class LogMixin:
         """Delete log rows older than ``days``; returns how many went.
 
         Also drops what only matters for a short while: finished rate-limit
-        windows and cached user names older than a day.
+        windows, cached user names older than a day and inbox rows routed
+        more than a day ago.
         """
         now = time.time()
         with self.immediate():
             cursor = self.db.execute("DELETE FROM log WHERE ts < ?", [now - days * 86400])
             self.db.execute("DELETE FROM rate_limits WHERE window_start < ?", [now - 86400])
             self.db.execute("DELETE FROM mm_users WHERE fetched_at < ?", [now - 86400])
+            self.prune_inbox(now)
         return cursor.rowcount

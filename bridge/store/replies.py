@@ -1,8 +1,7 @@
-"""Agents' replies from Mattermost, the user-name cache and the kept webhook calls."""
+"""Agents' replies from Mattermost and the user-name cache."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ from .messages import decode_message
 
 
 class RepliesMixin:
-    """Inbound replies and webhook calls kept for another try (mixed into Store)."""
+    """Inbound replies (mixed into Store)."""
 
     def inbound_post_seen(self, env: str, post_id: str) -> bool:
         return (
@@ -75,40 +74,3 @@ class RepliesMixin:
             " fetched_at = excluded.fetched_at",
             [env, user_id, display_name, int(is_bot), time.time()],
         )
-
-    def queue_inbound(
-        self, env: str, post_id: str, payload: dict, error: str, delay: float
-    ) -> None:
-        """Keep a webhook call whose post could not be looked up, to try again."""
-        now = time.time()
-        self.db.execute(
-            "INSERT INTO inbound_queue (env, post_id, payload, error, created_at, next_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(env, post_id) DO UPDATE SET"
-            " error = excluded.error, attempts = attempts + 1, next_at = excluded.next_at",
-            [env, post_id, json.dumps(payload), error, now, now + delay],
-        )
-
-    def due_inbound(self, env: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM inbound_queue WHERE next_at <= ?"
-        params: list[Any] = [time.time()]
-        if env:
-            sql += " AND env = ?"
-            params.append(env)
-        rows = list(self.db.query(sql + " ORDER BY created_at", params))
-        for row in rows:
-            row["payload"] = json.loads(row["payload"])
-        return rows
-
-    def inbound_attempts(self, env: str, post_id: str) -> int:
-        """How often a kept call has failed so far (0 when it is not kept)."""
-        row = self._one(
-            "SELECT attempts FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id]
-        )
-        return row["attempts"] if row else 0
-
-    def dequeue_inbound(self, env: str, post_id: str) -> None:
-        self.db.execute("DELETE FROM inbound_queue WHERE env = ? AND post_id = ?", [env, post_id])
-
-    def count_queued_inbound(self, env: str) -> int:
-        row = self._one("SELECT COUNT(*) AS n FROM inbound_queue WHERE env = ?", [env])
-        return row["n"]

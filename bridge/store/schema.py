@@ -159,6 +159,35 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN next_attempt_at REAL;
     """,
+    # 10 (inbound inbox, issue 8): every accepted webhook call is kept in `inbox`
+    # before it is routed (the rows of inbound_queue move in), and repeated
+    # rejections are counted in one log row per window instead of a row each.
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        post_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claim TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL DEFAULT '',
+        received_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        routed_at REAL
+    );
+    CREATE UNIQUE INDEX inbox_post ON inbox(env, post_id);
+    CREATE INDEX inbox_due ON inbox(next_at) WHERE state != 'done';
+    INSERT INTO inbox (env, post_id, payload, state, attempts, error, received_at, next_at)
+        SELECT env, post_id, payload, 'pending', attempts, error, created_at, next_at
+        FROM inbound_queue ORDER BY created_at;
+    DROP TABLE inbound_queue;
+    ALTER TABLE log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE log ADD COLUMN last_ts REAL;
+    ALTER TABLE log ADD COLUMN count_key TEXT;
+    CREATE UNIQUE INDEX log_count_key ON log(count_key) WHERE count_key IS NOT NULL;
+    """,
 ]
 
 
