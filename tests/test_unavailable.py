@@ -65,7 +65,7 @@ def row_counts(app) -> dict[str, int]:
     try:
         return {
             table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("conversations", "messages", "log", "inbound_queue")
+            for table in ("conversations", "messages", "log", "inbox")
         }
     finally:
         conn.close()

@@ -206,6 +206,7 @@ def test_worker_routes_an_agent_reply_whose_lookup_failed(client, store, env, mm
         },
     )
     assert response.status_code == 200
+    response.close()  # routing follows the answer (gunicorn closes it once written): it fails
 
     def agent_texts():
         return [
