@@ -12,6 +12,7 @@ import requests_mock as rm
 from bridge import mattermost as mm
 from bridge import sender as sender_module
 from bridge.sender import ConversationClosed, Sender
+from bridge.store import Store
 from tests.test_text import mattermost_mentions
 
 SERVER = "https://chat.example.com"
@@ -374,6 +375,42 @@ def test_retry_after_a_lost_answer_finds_the_post_in_the_thread_and_posts_nothin
     assert sender.retry_failed("test")["sent"] == 1
     assert posted(mock) == []
     assert store.message(reply["id"])["post_id"] == "x" * 26
+
+
+@pytest.mark.parametrize(
+    "second_worker",
+    [
+        pytest.param(lambda other, message_id: other.retry_failed("test"), id="flask retry"),
+        pytest.param(lambda other, message_id: other.deliver(message_id), id="deliver"),
+    ],
+)
+def test_two_workers_retrying_one_failed_message_at_once_post_it_once(
+    mock, sender, store, session, second_worker
+):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hi")
+    mock.post(POSTS, **failure(500))
+    reply = sender.add_visitor_message("test", conversation["id"], "Hello?")
+    assert reply["status"] == "failed"
+    # Another worker, with its own connection, starts its retry exactly while
+    # this worker's post of the same message is on its way to Mattermost.
+    other_store = Store(store.path)
+    other = Sender(other_store, session=session, sleep=lambda seconds: None)
+    in_flight: list[dict] = []
+
+    def post_while_the_other_worker_retries(request, context):
+        if not in_flight:
+            in_flight.append(request.json())
+            second_worker(other, reply["id"])
+        return created(request, context)
+
+    mock.reset_mock()
+    mock.post(POSTS, json=post_while_the_other_worker_retries)
+    sender.retry_failed("test")
+    other_store.close()
+    bodies = [body for body in posted(mock) if "Hello?" in body["message"]]
+    assert len(bodies) == 1
+    assert store.message(reply["id"])["status"] == "sent"
 
 
 def test_visitor_cannot_write_to_a_closed_conversation(mock, sender, store):
