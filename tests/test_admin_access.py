@@ -8,9 +8,7 @@ sample value for fails loudly instead of being skipped.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,6 +17,7 @@ from bridge import checklist as readiness
 from bridge import create_app
 from bridge.integration import new_api_key
 from bridge.store import Store, close_shared_connection
+from tests.snapshot import dump_tables as dump
 
 # Reachable without logging in, each for its own reason (see the README's security review).
 PUBLIC_ENDPOINTS = {"static", "auth.login", "auth.setup"}
@@ -65,20 +64,6 @@ def admin_requests(app, methods: set[str], conversation_id: str):
             path = urls.build(rule.endpoint, {name: samples[name] for name in rule.arguments})
             for method in sorted(rule.methods & methods):
                 yield rule.endpoint, method, path
-
-
-def dump(path: str) -> dict[str, list[str]]:
-    """Every row of every table, to compare before and after a request."""
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ]
-        return {
-            table: sorted(map(repr, conn.execute(f'SELECT * FROM "{table}"'))) for table in tables
-        }
 
 
 def seed(store: Store) -> str:
