@@ -1,8 +1,8 @@
 """bridge/inbound.py InboundRouter: what one outgoing-webhook call means, Mattermost mocked.
 
-Every decision goes through ``InboundRouter.handle`` (its public entry), with
-payloads and posts shaped like the real server's, and 26-character ids from
-Mattermost's own alphabet.
+Every decision goes through the router's public entry points (``webhook_call``
+below), with payloads and posts shaped like the real server's, and
+26-character ids from Mattermost's own alphabet.
 """
 
 from __future__ import annotations
@@ -97,6 +97,20 @@ def payload(post_id: str, *, text: str = "", **fields) -> WebhookPayload:
     return WebhookPayload(**{**values, **fields})
 
 
+def webhook_call(router: InboundRouter, env: str, call: WebhookPayload):
+    """One webhook call, routed to the end: what the route and the work after its answer do.
+
+    The inbox (issue 8) splits ``handle`` into ``accept`` (the call) and
+    ``route`` (after the answer); the decisions tested here are the same.
+    """
+    if not hasattr(router, "accept"):
+        return router.handle(env, call)
+    outcome = router.accept(env, call)
+    if outcome.inbox_id is None:
+        return outcome
+    return router.route(outcome.inbox_id, claim=outcome.claim)
+
+
 def serve_post(mattermost, post_id: str, message: str, *, user_id=AGENT_ID, root_id=ROOT, **props):
     """``GET /api/v4/posts/{id}`` answers with the post as the server stores it."""
     post = {
@@ -145,8 +159,8 @@ def replies(store, conversation) -> list[tuple[str, str, str]]:
     ]
 
 
-def everything_but_the_log(store) -> dict[str, list[str]]:
-    return dump_tables(store.path, skip=("log", "sqlite_sequence"))
+def everything_but_the_log(store, *also: str) -> dict[str, list[str]]:
+    return dump_tables(store.path, skip=("log", "sqlite_sequence", *also))
 
 
 # -- a stored reply, for contrast with what is refused ---------------------------------
@@ -156,7 +170,7 @@ def test_an_agents_reply_in_a_mirrored_thread_is_stored(router, store, mattermos
     post_id = mm_id("reply")
     serve_post(mattermost, post_id, "We do serve breakfast.")
     serve_user(mattermost, first_name="Alice", last_name="Smith")
-    outcome = router.handle("test", payload(post_id, text="We do serve breakfast."))
+    outcome = webhook_call(router, "test", payload(post_id, text="We do serve breakfast."))
     assert (outcome.http_status, outcome.outcome) == (200, "ok")
     assert replies(store, conversation) == [("agent", "Alice Smith", "We do serve breakfast.")]
     (row,) = store.log_page(env="test", direction="inbound")
@@ -185,7 +199,7 @@ def test_a_token_mismatch_answers_403_and_stores_nothing(
     serve_post(mattermost, post_id, "Hi, I am Alice")
     serve_user(mattermost)
     before = everything_but_the_log(store)
-    outcome = router.handle("test", payload(post_id, token=sent, text="Hi, I am Alice"))
+    outcome = webhook_call(router, "test", payload(post_id, token=sent, text="Hi, I am Alice"))
     assert (outcome.http_status, outcome.outcome) == (403, "rejected")
     assert outcome.reason.startswith("token mismatch")
     assert everything_but_the_log(store) == before
@@ -229,7 +243,8 @@ def test_the_loop_guard_ignores_the_bots_own_posts_by_id_or_by_name(
     post_id = mm_id("bot follow-up")
     the_bots_reply(mattermost, post_id, "**Vera:** Are you still there?")
     before = everything_but_the_log(store)
-    outcome = router.handle(
+    outcome = webhook_call(
+        router,
         "test",
         payload(post_id, user_id=user_id, user_name=user_name, text="**Vera:** Are you there?"),
     )
@@ -247,19 +262,19 @@ def test_the_bots_threaded_follow_up_and_close_notice_are_never_stored(
     # The bot mirrors the visitor's next message into the thread; the hook fires for it.
     follow_up = mm_id("mirrored visitor message")
     the_bots_reply(mattermost, follow_up, "**Vera:** Is breakfast included?")
-    router.handle("test", payload(follow_up, user_id=BOT_ID, user_name=BOT_NAME))
+    webhook_call(router, "test", payload(follow_up, user_id=BOT_ID, user_name=BOT_NAME))
     # The agent closes the conversation; the bot confirms in the thread over REST.
     close = mm_id("agent closes")
     serve_post(mattermost, close, "!close")
     serve_user(mattermost, first_name="Alice")
     notice = mm_id("close notice")
     mattermost.post(f"{SERVER}/api/v4/posts", status_code=201, json={"id": notice}, headers=MM_JSON)
-    assert router.handle("test", payload(close, text="!close")).outcome == "ok"
+    assert webhook_call(router, "test", payload(close, text="!close")).outcome == "ok"
     (notice_request,) = [r for r in mattermost.request_history if r.method == "POST"]
     assert notice_request.json()["root_id"] == ROOT
     # ... and the hook fires for the notice too.
     the_bots_reply(mattermost, notice, notice_request.json()["message"])
-    outcome = router.handle("test", payload(notice, user_id=BOT_ID, user_name=BOT_NAME))
+    outcome = webhook_call(router, "test", payload(notice, user_id=BOT_ID, user_name=BOT_NAME))
     assert outcome.outcome == "ignored"
     assert replies(store, conversation) == [("event", "Alice", "Alice closed the conversation.")]
     assert store.conversation(conversation["id"])["status"] == "closed"
@@ -276,14 +291,17 @@ def test_posts_marked_as_from_a_bot_webhook_or_plugin_are_ignored(
     post_id = mm_id(f"integration post {prop}")
     serve_post(mattermost, post_id, "Build 1234 passed", **{prop: "true"})
     serve_user(mattermost, first_name="Alice")
-    before = everything_but_the_log(store)
-    outcome = router.handle("test", payload(post_id, text="Build 1234 passed"))
+    before = everything_but_the_log(store, "inbox")  # where issue 8 keeps every call
+    outcome = webhook_call(router, "test", payload(post_id, text="Build 1234 passed"))
     assert (outcome.outcome, outcome.reason) == ("ignored", "post by another bot or integration")
-    assert everything_but_the_log(store) == before
+    assert everything_but_the_log(store, "inbox") == before
 
+    # The admin's "accept other bots" lets the next such post through.
     store.update_environment("test", accept_other_bots=1)
-    assert router.handle("test", payload(post_id, text="Build 1234 passed")).outcome == "ok"
-    assert replies(store, conversation) == [("agent", "Alice", "Build 1234 passed")]
+    next_post = mm_id(f"next integration post {prop}")
+    serve_post(mattermost, next_post, "Build 1235 passed", **{prop: "true"})
+    assert webhook_call(router, "test", payload(next_post, text="Build 1235")).outcome == "ok"
+    assert replies(store, conversation) == [("agent", "Alice", "Build 1235 passed")]
 
 
 def test_a_post_by_another_bot_account_without_props_is_ignored(
@@ -293,8 +311,8 @@ def test_a_post_by_another_bot_account_without_props_is_ignored(
     other_bot = mm_id("helpdesk-bot")
     serve_post(mattermost, post_id, "Ticket #12 opened", user_id=other_bot)
     serve_user(mattermost, other_bot, username="helpdesk-bot", is_bot=True)
-    outcome = router.handle(
-        "test", payload(post_id, user_id=other_bot, user_name="helpdesk-bot", text="Ticket")
+    outcome = webhook_call(
+        router, "test", payload(post_id, user_id=other_bot, user_name="helpdesk-bot", text="Ticket")
     )
     assert (outcome.outcome, outcome.reason) == ("ignored", "post by another bot or integration")
     assert replies(store, conversation) == []
@@ -321,7 +339,7 @@ def test_the_text_and_its_meaning_come_from_the_fetched_post(
     serve_user(mattermost, first_name="Alice")
     notice = {"id": mm_id("close notice")}  # what a close posts in the thread
     mattermost.post(f"{SERVER}/api/v4/posts", status_code=201, json=notice, headers=MM_JSON)
-    assert router.handle("test", payload(post_id, text=sent)).outcome == "ok"
+    assert webhook_call(router, "test", payload(post_id, text=sent)).outcome == "ok"
     ((direction, _, text),) = replies(store, conversation)
     assert direction == stored
     assert text == (posted if stored != "event" else "Alice closed the conversation.")
@@ -334,7 +352,7 @@ def test_a_thread_is_found_from_the_posts_root_not_the_payload(
 ):
     post_id = mm_id("reply elsewhere")
     serve_post(mattermost, post_id, "Hello", root_id=mm_id("some other thread"))
-    outcome = router.handle("test", payload(post_id, text="Hello"))
+    outcome = webhook_call(router, "test", payload(post_id, text="Hello"))
     assert outcome.reason == "reply in a thread that is not a mirrored conversation"
     assert replies(store, conversation) == []
 
@@ -374,7 +392,7 @@ def test_the_agent_is_named_by_display_name_with_fallbacks(
         )
     else:
         serve_user(mattermost, **user)
-    router.handle("test", payload(post_id, user_name=user_name, text="Hello Vera"))
+    webhook_call(router, "test", payload(post_id, user_name=user_name, text="Hello Vera"))
     assert replies(store, conversation) == [("agent", expected, "Hello Vera")]
 
 
@@ -392,7 +410,102 @@ def test_the_agents_name_is_looked_up_once_an_hour(router, store, mattermost, co
         serve_post(mattermost, post_id, f"Reply {n}")
     serve_user(mattermost, first_name="Alice")
     for n in range(3):
-        router.handle("test", payload(mm_id(f"reply {n}"), text=f"Reply {n}"))
+        webhook_call(router, "test", payload(mm_id(f"reply {n}"), text=f"Reply {n}"))
     lookups = [r for r in mattermost.request_history if "/users/" in r.path]
     assert len(lookups) == 1
     assert [author for _, author, _ in replies(store, conversation)] == ["Alice"] * 3
+
+
+# -- replies whose lookup failed are kept and routed later -------------------------------
+
+
+def lookup_fails(mattermost, post_id: str, status: int = 503):
+    mattermost.get(
+        f"{SERVER}/api/v4/posts/{post_id}",
+        status_code=status,
+        json={"id": "app.post.get.app_error", "message": "down", "status_code": status},
+        headers=MM_JSON,
+    )
+
+
+def test_a_reply_whose_lookup_fails_is_kept_and_routed_once_by_retry(
+    router, store, mattermost, conversation
+):
+    post_id = mm_id("reply while Mattermost is down")
+    lookup_fails(mattermost, post_id)
+    outcome = webhook_call(router, "test", payload(post_id, text="We do serve breakfast."))
+    assert (outcome.http_status, outcome.outcome) == (200, "error")
+    assert replies(store, conversation) == []
+    assert store.count_queued_inbound("test") == 1
+
+    serve_post(mattermost, post_id, "We do serve breakfast.")
+    serve_user(mattermost, first_name="Alice")
+    assert router.retry_queued() == {"stored": 1, "ignored": 0, "failed": 0}
+    assert replies(store, conversation) == [("agent", "Alice", "We do serve breakfast.")]
+    assert store.count_queued_inbound("test") == 0
+    mattermost.reset_mock()
+    assert router.retry_queued() == {"stored": 0, "ignored": 0, "failed": 0}
+    assert mattermost.call_count == 0
+
+
+def test_a_kept_reply_still_failing_stays_kept(router, store, mattermost, conversation):
+    post_id = mm_id("reply while Mattermost is down")
+    lookup_fails(mattermost, post_id)
+    webhook_call(router, "test", payload(post_id, text="Hello"))
+    assert router.retry_queued("test") == {"stored": 0, "ignored": 0, "failed": 1}
+    assert store.count_queued_inbound("test") == 1
+    assert replies(store, conversation) == []
+
+
+def test_a_kept_reply_deleted_meanwhile_is_dropped(router, store, mattermost, conversation):
+    post_id = mm_id("reply deleted later")
+    lookup_fails(mattermost, post_id)
+    webhook_call(router, "test", payload(post_id, text="Oops"))
+    lookup_fails(mattermost, post_id, status=404)
+    assert router.retry_queued("test") == {"stored": 0, "ignored": 1, "failed": 0}
+    assert store.count_queued_inbound("test") == 0
+    assert replies(store, conversation) == []
+
+
+def test_kept_replies_wait_while_their_environment_is_inactive(
+    router, store, mattermost, conversation
+):
+    post_id = mm_id("reply before deactivation")
+    lookup_fails(mattermost, post_id)
+    webhook_call(router, "test", payload(post_id, text="Hello"))
+    store.update_environment("test", active=0)
+    serve_post(mattermost, post_id, "Hello")
+    serve_user(mattermost, first_name="Alice")
+    mattermost.reset_mock()
+    assert router.retry_queued() == {"stored": 0, "ignored": 0, "failed": 0}
+    assert mattermost.call_count == 0
+    assert store.count_queued_inbound("test") == 1
+    store.update_environment("test", active=1)
+    assert router.retry_queued() == {"stored": 1, "ignored": 0, "failed": 0}
+    assert replies(store, conversation) == [("agent", "Alice", "Hello")]
+
+
+def test_a_kept_reply_routed_later_is_called_back_to_the_host(
+    store, session, mattermost, conversation
+):
+    from bridge.callbacks import CallbackSender
+
+    store.update_environment(
+        "test", callback_url="https://host.example.com/replies", callback_secret="s" * 32
+    )
+    host = mattermost.post("https://host.example.com/replies", status_code=204)
+    router = InboundRouter(
+        store,
+        session=session,
+        callbacks=CallbackSender(store, session=session, sleep=lambda seconds: None),
+        sleep=lambda seconds: None,
+    )
+    post_id = mm_id("reply while Mattermost is down")
+    lookup_fails(mattermost, post_id)
+    webhook_call(router, "test", payload(post_id, text="Hello"))
+    assert host.call_count == 0
+    serve_post(mattermost, post_id, "Hello Vera")
+    serve_user(mattermost, first_name="Alice")
+    router.retry_queued()
+    assert host.call_count == 1
+    assert host.last_request.json()["message"]["text"] == "Hello Vera"
