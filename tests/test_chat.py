@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import pytest
 
 SERVER = "https://chat.example.com"
@@ -108,3 +111,51 @@ def test_without_javascript_errors_are_shown_with_the_text_kept(chat):
     body = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "at most 4000 characters" in body and "y" * 4001 in body
+
+
+def test_messages_are_limited_to_30_per_10_minutes_per_client_address(chat, store):
+    conversation_id = start(chat).headers["Location"].split("c=")[1]
+    url = f"/chat/test/{conversation_id}/messages"
+    for n in range(30):
+        assert chat.post(url, data={"text": f"message {n}"}).status_code == 302
+    refused = chat.post(url, data={"text": "one too many"}, headers={"HX-Request": "true"})
+    assert "sending messages too fast" in refused.get_data(as_text=True)
+    texts = [m["text"] for m in store.messages_after(conversation_id)]
+    assert len(texts) == 31 and "one too many" not in texts  # the first message and 30
+    other = chat.post(
+        url, data={"text": "from elsewhere"}, environ_base={"REMOTE_ADDR": "10.0.0.9"}
+    )
+    assert other.status_code == 302
+    # Ten minutes later the window is over. Turned back by hand: tests never sleep.
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute("UPDATE rate_limits SET window_start = window_start - 601")
+    assert chat.post(url, data={"text": "later"}).status_code == 302
+    assert [m["text"] for m in store.messages_after(conversation_id)][-2:] == [
+        "from elsewhere",
+        "later",
+    ]
+
+
+EVIL = '<img src=x onerror="alert(1)">'
+
+
+def test_visitor_page_escapes_agent_names_and_every_text(chat, store):
+    conversation_id = (
+        start(chat, name=EVIL, text=f"{EVIL} from the visitor").headers["Location"].split("c=")[1]
+    )
+    # The agent's display name comes from Mattermost, where anyone can set it.
+    store.add_inbound_message(
+        env="test",
+        conversation_id=conversation_id,
+        direction="agent",
+        author=EVIL,
+        text=f"{EVIL} from the agent",
+        post_id="p6ta9nz3wqxe8cm4bjk1fyr5ud",
+    )
+    page = chat.get(f"/chat/test?c={conversation_id}").get_data(as_text=True)
+    poll = chat.get(f"/chat/test/{conversation_id}/messages?after=0").get_data(as_text=True)
+    for body in (page, poll):
+        assert "<img" not in body
+        escaped = "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"
+        assert f'<span class="who">{escaped}</span>' in body
+        assert f"{escaped} from the agent" in body and f"{escaped} from the visitor" in body

@@ -12,6 +12,7 @@ import requests_mock as rm
 from bridge import mattermost as mm
 from bridge import sender as sender_module
 from bridge.sender import ConversationClosed, Sender
+from bridge.store import Store
 from tests.ids import mm_id
 from tests.test_text import mattermost_mentions
 
@@ -392,6 +393,42 @@ def test_retry_after_a_lost_answer_finds_the_post_in_the_thread_and_posts_nothin
     assert store.message(reply["id"])["post_id"] == "x" * 26
 
 
+@pytest.mark.parametrize(
+    "second_worker",
+    [
+        pytest.param(lambda other, message_id: other.retry_failed("test"), id="flask retry"),
+        pytest.param(lambda other, message_id: other.deliver(message_id), id="deliver"),
+    ],
+)
+def test_two_workers_retrying_one_failed_message_at_once_post_it_once(
+    mock, sender, store, session, second_worker
+):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hi")
+    mock.post(POSTS, **failure(500))
+    reply = sender.add_visitor_message("test", conversation["id"], "Hello?")
+    assert reply["status"] == "failed"
+    # Another worker, with its own connection, starts its retry exactly while
+    # this worker's post of the same message is on its way to Mattermost.
+    other_store = Store(store.path)
+    other = Sender(other_store, session=session, sleep=lambda seconds: None)
+    in_flight: list[dict] = []
+
+    def post_while_the_other_worker_retries(request, context):
+        if not in_flight:
+            in_flight.append(request.json())
+            second_worker(other, reply["id"])
+        return created(request, context)
+
+    mock.reset_mock()
+    mock.post(POSTS, json=post_while_the_other_worker_retries)
+    sender.retry_failed("test")
+    other_store.close()
+    bodies = [body for body in posted(mock) if "Hello?" in body["message"]]
+    assert len(bodies) == 1
+    assert store.message(reply["id"])["status"] == "sent"
+
+
 def test_visitor_cannot_write_to_a_closed_conversation(mock, sender, store):
     mock.post(POSTS, json=created)
     conversation, _ = sender.start_conversation("test", "Ann", "Hi")
@@ -569,3 +606,169 @@ def test_retry_leaves_a_message_another_run_is_sending_to_that_run(
     assert sender.retry_failed("test") == {"sent": 0, "failed": 0, "skipped": 0}
     assert mock.call_count == 0
     assert store.message(message["id"])["status"] == "sending"  # still the other run's
+
+
+# -- found by mutation testing (make mutate) ---------------------------------------------
+
+
+def test_errors_name_the_channel_by_its_saved_name(mock, sender, store):
+    store.update_environment("test", channel_names={ORDERS: "Acme / Orders", MIRROR: "Acme / Help"})
+    mock.post(POSTS, **failure(403))
+    message = sender.notify("test", "order", "New order #12")
+    assert message["error"] == (
+        f"403: @bridgebot is not a member of channel Acme / Orders ({ORDERS}) — add it to the "
+        "channel (/invite @bridgebot) and try again."
+    )
+    # The mirror channel's own saved name wins over the one kept for the mirror setting.
+    _, first = sender.start_conversation("test", "Ann", "Hello")
+    assert f"channel Acme / Help ({MIRROR})" in first["error"]
+
+
+def test_errors_for_an_unknown_bot_and_channel_say_so_plainly(mock, sender, store):
+    store.update_environment("test", bot_username="", mirror_channel_name="")
+    mock.post(POSTS, **failure(403))
+    message = sender.notify("test", "order", "New order #12")
+    assert message["error"] == (
+        f"403: the bot is not a member of channel {ORDERS} — add it to the channel "
+        "(/invite the bot) and try again."
+    )
+    mock.post(POSTS, **failure(401))
+    _, first = sender.start_conversation("test", "Ann", "Hello")
+    assert (
+        first["error"] == "401: the bot token is invalid or has been revoked — create a new token."
+    )
+
+
+def test_retry_of_one_environment_leaves_the_other_alone(mock, sender, store):
+    store.update_environment(
+        "production",
+        server_url=SERVER,
+        bot_token=TOKEN,
+        mirror_channel_id=MIRROR,
+        active=1,
+    )
+    mock.post(POSTS, **failure(500))
+    sender.start_conversation("production", "Pia", "Hello from production")
+    sender.start_conversation("test", "Ann", "Hello from test")
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test") == {"sent": 1, "failed": 0, "skipped": 0}
+    assert ["Hello from test" in body["message"] for body in posted(mock)] == [True]
+    assert len(store.failed_message_ids("production")) == 1
+
+
+def test_retry_counts_every_message_and_goes_on_after_an_inactive_one(mock, sender, store):
+    store.update_environment(
+        "production", server_url=SERVER, bot_token=TOKEN, active=1, mirror_channel_id=MIRROR
+    )
+    mock.post(POSTS, **failure(500))
+    for name in ("Pia", "Paul"):
+        sender.start_conversation("production", name, "Hello")  # retried first: oldest
+    for name in ("Ann", "Bo"):
+        sender.start_conversation("test", name, "Hello")
+    store.update_environment("production", active=0)
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed() == {"sent": 2, "failed": 0, "skipped": 2}
+    assert store.failed_message_ids("test") == []
+
+
+def test_every_mattermost_call_carries_the_senders_timeout(mock, store, session, env):
+    sender = Sender(store, session=session, sleep=lambda s: None, timeout=(1.5, 4.0))
+    mock.post(POSTS, exc=requests.exceptions.ReadTimeout)
+    sender.start_conversation("test", "Ann", "Hello")  # failed: the retry looks first
+    mock.post(POSTS, json=created)
+    sender.retry_failed("test")
+    assert sender.send_test_message("test").ok
+    assert len(mock.request_history) >= 3
+    assert {request.timeout for request in mock.request_history} == {(1.5, 4.0)}
+
+
+def test_the_servers_own_post_size_decides_where_text_is_split(mock, sender, store):
+    store.update_environment("test", max_post_size=4000)
+    mock.post(POSTS, json=created)
+    sender.notify("test", "order", "z" * 4001)
+    assert [len(body["message"]) for body in posted(mock)] == [4000, 1]
+
+
+def test_retry_after_a_lost_answer_continues_after_every_part_that_landed(mock, sender, store):
+    # Three parts; the first two reached Mattermost but the answer to the second was lost.
+    mock.post(
+        POSTS,
+        [{"json": created}, {"exc": requests.exceptions.ConnectionError}]
+        + [failure(500)] * sender_module.MAX_ATTEMPTS,
+    )
+    message = sender.notify("test", "order", "y" * 40000)
+    assert message["status"] == "failed" and len(message["chunk_post_ids"]) == 1
+    root = message["chunk_post_ids"][0]
+    landed = [
+        {
+            "id": root,
+            "root_id": "",
+            "props": {"bridge_key": message["pending_key"], "bridge_part": "0"},
+        },
+        {
+            "id": "l" * 26,
+            "root_id": root,
+            "props": {"bridge_key": message["pending_key"], "bridge_part": "1"},
+        },
+        {
+            "id": "o" * 26,
+            "root_id": root,
+            "props": {"bridge_key": "another-key", "bridge_part": "2"},
+        },
+    ]
+    mock.get(
+        f"{SERVER}/api/v4/posts/{root}/thread",
+        json={"order": [p["id"] for p in landed], "posts": {p["id"]: p for p in landed}},
+        headers=JSON,
+    )
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test")["sent"] == 1
+    (third,) = posted(mock)
+    assert third["pending_post_id"] == f"{message['pending_key']}:2"
+    assert store.message(message["id"])["chunk_post_ids"][:2] == [root, "l" * 26]
+
+
+def test_a_skipped_message_is_logged_as_an_ignored_post_to_its_channel(mock, sender, store):
+    store.update_environment("test", active=0)
+    conversation, message = sender.start_conversation("test", "Ann", "Hello")
+    notification = sender.notify("test", "order", "New order")
+    rows = store.log_page(env="test")
+    assert [
+        (r["direction"], r["action"], r["target"], r["conversation_id"], r["message_id"])
+        for r in reversed(rows)
+    ] == [
+        ("outbound", "post", "", conversation["id"], message["id"]),
+        ("outbound", "post", ORDERS, "", notification["id"]),
+    ]
+
+
+def test_test_message_explains_what_is_missing_without_calling_mattermost(mock, store, session):
+    sender = Sender(store, session=session)
+    store.update_environment("test", server_url=SERVER)
+    result = sender.send_test_message("test")
+    assert (result.ok, result.error) == (
+        False,
+        "Fill in and verify the authentication screen first.",
+    )
+    store.update_environment("test", bot_token=TOKEN)
+    result = sender.send_test_message("test")
+    assert (result.ok, result.error) == (False, "Choose a mirror channel and save first.")
+    assert mock.call_count == 0
+
+
+def test_test_message_says_what_it_is_and_where_it_went(mock, sender):
+    mock.post(POSTS, json=created)
+    result = sender.send_test_message("test")
+    (body,) = posted(mock)
+    assert body["message"] == (
+        "Mattermost Bridge test message from the **test** environment. "
+        "If you can read this, the bot can post here."
+    )
+    assert (result.ok, result.error) == (True, "")
+    assert result.channel == f"channel Support ({MIRROR})"
+    mock.post(POSTS, **failure(403))
+    failed = sender.send_test_message("test")
+    assert failed.ok is False and failed.error.startswith("403: @bridgebot")
