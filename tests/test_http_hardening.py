@@ -83,8 +83,11 @@ def test_behind_a_proxy_the_forwarded_host_scheme_and_prefix_are_honoured(bridge
     client = bridge_app(value).test_client()
     anonymous = client.get("/env/test/auth", headers=NGINX)
     assert anonymous.headers["Location"].startswith("/bridge/login?next=")
-    client.post("/login", data={"name": "Ada", "password": PASSWORD}, headers=NGINX)
-    page = client.get("/env/test/auth", headers=NGINX).get_data(as_text=True)
+    # The browser's side of nginx: https and the /bridge prefix, where the session
+    # cookie (Secure, path /bridge) is sent back.
+    browser = {"headers": NGINX, "base_url": "https://localhost/bridge"}
+    client.post("/login", data={"name": "Ada", "password": PASSWORD}, **browser)
+    page = client.get("/env/test/auth", **browser).get_data(as_text=True)
     assert "https://chat.example.com/bridge/hooks/mattermost/test" in page
     assert 'href="/bridge/checklist"' in page
     assert "loopback address" not in page
