@@ -57,15 +57,19 @@ def handle_http_exception(error: HTTPException):
     message = error.description or error.name
     if status == 413:
         message = "request body is larger than 1 MiB"
+    # The exception's own headers (Allow on a 405, as RFC 9110 requires;
+    # Retry-After on a 503) survive; only its HTML content type is ours to replace.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     if wants_json():
-        return json_error(status, CODES.get(status, "error"), message)
+        body, status = json_error(status, CODES.get(status, "error"), message)
+        return body, status, headers
     if request.blueprint == "chat":
         # Visitors see the chat's own page, never the admin header.
         env = (request.view_args or {}).get("env", "test")
-        return render_template("chat/error.html", message=message, env=env), status
+        return render_template("chat/error.html", message=message, env=env), status, headers
     template = "errors/_error.html" if htmx else "errors/error.html"
     response = render_template(template, status=status, title=error.name, message=message)
-    return response, status
+    return response, status, headers
 
 
 def handle_unexpected(error: Exception):

@@ -185,6 +185,30 @@ def test_body_over_one_mebibyte_is_413_before_authentication(client):
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("TRACE", "/api/v1/conversations", {"POST", "OPTIONS"}),
+        ("DELETE", "/api/v1/conversations/abc", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/api/v1/conversations/abc/messages", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("GET", "/api/v1/notifications", {"POST", "OPTIONS"}),
+    ],
+)
+def test_method_not_allowed_is_json_405_with_the_allow_header(client, auth, method, path, allowed):
+    response = client.open(path, method=method, headers=auth)
+    assert response.status_code == 405
+    assert response.json["code"] == "method_not_allowed"
+    # RFC 9110: a 405 names the methods the resource has.
+    assert set(response.headers["Allow"].split(", ")) == allowed
+
+
+def test_method_not_allowed_page_keeps_the_allow_header_too(client):
+    response = client.delete("/login")
+    assert response.status_code == 405
+    assert "text/html" in response.content_type
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+
+
 # -- conversations --------------------------------------------------------------------
 
 
