@@ -363,8 +363,17 @@ def test_messages_page_with_after_until_empty(client, auth, store):
 
 @pytest.mark.parametrize(
     "after",
-    ["abc", "-1", "1.5", "²", "99999999999999999999999"],
-    ids=["letters", "negative", "decimal", "superscript-digit", "beyond-64-bit"],
+    ["abc", "-1", "1.5", "²", "99999999999999999999999", str(2**63), "", "1e3"],
+    ids=[
+        "letters",
+        "negative",
+        "decimal",
+        "superscript-digit",
+        "beyond-64-bit",
+        "sqlite-max-plus-one",
+        "empty",
+        "exponent",
+    ],
 )
 def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
@@ -375,6 +384,19 @@ def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
     )
     assert response.status_code == 400
     assert "after" in response.json["error"]
+
+
+@pytest.mark.parametrize("after", [str(2**63 - 1), "0", "000000000000000000000000001"])
+def test_after_is_any_whole_number_up_to_the_documented_maximum(client, auth, store, after):
+    conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
+    response = client.get(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        query_string={"after": after},
+        headers=auth,
+    )
+    assert response.status_code == 200
+    expected = ["Hi"] if int(after) == 0 else []
+    assert [message["text"] for message in response.json["messages"]] == expected
 
 
 # -- notifications -----------------------------------------------------------------------
