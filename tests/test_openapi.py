@@ -149,6 +149,18 @@ def test_every_body_the_document_allows_fits_in_one_mebibyte(api, path):
     assert response.status_code == 201
 
 
+def test_every_json_body_in_the_document_is_judged_here():
+    """A new operation with a JSON body needs its valid base body above."""
+    with_json_bodies = {
+        path
+        for path, item in SPEC["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+        and "application/json" in operation.get("requestBody", {}).get("content", {})
+    }
+    assert with_json_bodies == set(BASE_BODIES)
+
+
 def test_whitespace_in_the_document_is_what_python_strips():
     every_space = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
     assert WHITESPACE == every_space
