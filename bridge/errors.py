@@ -63,9 +63,9 @@ def handle_http_exception(error: HTTPException):
     message = error.description or error.name
     if status == 413:
         message = "request body is larger than 1 MiB"
-    headers = {}
-    if getattr(error, "retry_after", None):
-        headers["Retry-After"] = str(error.retry_after)
+    # The exception's own headers (Allow on a 405, as RFC 9110 requires;
+    # Retry-After on a 503) survive; only its HTML content type is ours to replace.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     if wants_json():
         body, status = json_error(status, CODES.get(status, "error"), message)
         return body, status, headers
@@ -86,9 +86,9 @@ class DatabaseUnavailable(ServiceUnavailable):
         super().__init__(
             "The bridge's database is full: free disk space on the server, then try again."
             if full
-            else "The bridge's database is busy (locked by another process). Try again shortly."
+            else "The bridge's database is busy (locked by another process). Try again shortly.",
+            retry_after=UNAVAILABLE_RETRY_AFTER,
         )
-        self.retry_after = UNAVAILABLE_RETRY_AFTER
 
 
 def database_unavailable(error: BaseException) -> bool:

@@ -187,6 +187,30 @@ def test_body_over_one_mebibyte_is_413_before_authentication(client):
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("TRACE", "/api/v1/conversations", {"POST", "OPTIONS"}),
+        ("DELETE", "/api/v1/conversations/abc", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/api/v1/conversations/abc/messages", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("GET", "/api/v1/notifications", {"POST", "OPTIONS"}),
+    ],
+)
+def test_method_not_allowed_is_json_405_with_the_allow_header(client, auth, method, path, allowed):
+    response = client.open(path, method=method, headers=auth)
+    assert response.status_code == 405
+    assert response.json["code"] == "method_not_allowed"
+    # RFC 9110: a 405 names the methods the resource has.
+    assert set(response.headers["Allow"].split(", ")) == allowed
+
+
+def test_method_not_allowed_page_keeps_the_allow_header_too(client):
+    response = client.delete("/login")
+    assert response.status_code == 405
+    assert "text/html" in response.content_type
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+
+
 # -- conversations --------------------------------------------------------------------
 
 
@@ -341,8 +365,17 @@ def test_messages_page_with_after_until_empty(client, auth, store):
 
 @pytest.mark.parametrize(
     "after",
-    ["abc", "-1", "1.5", "²", "99999999999999999999999"],
-    ids=["letters", "negative", "decimal", "superscript-digit", "beyond-64-bit"],
+    ["abc", "-1", "1.5", "²", "99999999999999999999999", str(2**63), "", "1e3"],
+    ids=[
+        "letters",
+        "negative",
+        "decimal",
+        "superscript-digit",
+        "beyond-64-bit",
+        "sqlite-max-plus-one",
+        "empty",
+        "exponent",
+    ],
 )
 def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
     conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
@@ -353,6 +386,19 @@ def test_after_that_is_not_a_message_id_is_400(client, auth, store, after):
     )
     assert response.status_code == 400
     assert "after" in response.json["error"]
+
+
+@pytest.mark.parametrize("after", [str(2**63 - 1), "0", "000000000000000000000000001"])
+def test_after_is_any_whole_number_up_to_the_documented_maximum(client, auth, store, after):
+    conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
+    response = client.get(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        query_string={"after": after},
+        headers=auth,
+    )
+    assert response.status_code == 200
+    expected = ["Hi"] if int(after) == 0 else []
+    assert [message["text"] for message in response.json["messages"]] == expected
 
 
 # -- notifications -----------------------------------------------------------------------

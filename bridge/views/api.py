@@ -12,18 +12,21 @@ from flask import Blueprint, g, jsonify, request
 
 from ..db import get_sender, get_store
 from ..errors import ApiError
-from ..openapi import SPEC
+from ..openapi import (
+    MAX_EMAIL,
+    MAX_EXTERNAL_ID,
+    MAX_MESSAGE_ID,
+    MAX_NAME,
+    MAX_TEXT,
+    MAX_TYPE,
+    SPEC,
+)
 from ..sender import ConversationClosed
 from ..store import NotFound
 from ..text import iso_time
 from . import parse_id
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-MAX_TEXT = 100_000
-MAX_NAME = 200
-MAX_EMAIL = 320
-MAX_EXTERNAL_ID = 200
 
 
 @bp.before_request
@@ -81,6 +84,14 @@ def _text(body: dict, name: str, *, limit: int, required: bool = True, where: st
         raise ApiError(400, "invalid_field", f"'{label}' is longer than {limit} characters")
     if "\x00" in value:
         raise ApiError(400, "invalid_field", f"'{label}' contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can escape half of a surrogate pair ("\ud800"); no database or
+        # Mattermost can store that, so it is the caller's error, not a 500.
+        raise ApiError(
+            400, "invalid_field", f"'{label}' contains an unpaired surrogate (not valid Unicode)"
+        ) from None
     return value
 
 
@@ -182,7 +193,11 @@ def list_messages(conversation_id: str):
     _conversation(conversation_id)
     after = parse_id(request.args.get("after", "0"))
     if after is None:
-        raise ApiError(400, "invalid_field", "'after' must be a message id (a whole number)")
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"'after' must be a message id (a whole number from 0 to {MAX_MESSAGE_ID})",
+        )
     rows = get_store().messages_after(conversation_id, after, visitor_view=True)
     messages = [
         {
@@ -201,7 +216,7 @@ def list_messages(conversation_id: str):
 @bp.post("/notifications")
 def notify():
     body = _body()
-    kind = _text(body, "type", limit=64)
+    kind = _text(body, "type", limit=MAX_TYPE)
     text = _text(body, "text", limit=MAX_TEXT)
     message = get_sender().notify(g.env, kind.strip(), text)
     payload = _delivery(message)
