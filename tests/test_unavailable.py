@@ -134,7 +134,7 @@ def test_full_disk_is_503_saying_so(app, auth):
     pooled.db.execute(f"PRAGMA max_page_count = {pages}")
     response = client.post(
         "/api/v1/conversations",
-        json={"visitor": {"name": "Ann"}, "text": "x" * 90_000},
+        json={"visitor": {"name": "Ann"}, "text": "x" * 80_000},
         headers=auth,
     )
     assert response.status_code == 503
