@@ -59,6 +59,7 @@ def dashboard():
                     settings["name"], "outbound", action=("post", "test_message")
                 ),
                 "last_inbound": store.last_valid_inbound(settings["name"]),
+                "sources": store.count_sources(settings["name"]),
             }
         )
     return render_template("admin/dashboard.html", cards=cards)
