@@ -39,7 +39,7 @@ def add_form(**fields):
         "name": "alertmanager",
         "notification_type": "monitoring.alert",
         "auth": "token",
-        "secret": "",
+        "secret": SECRET,
         "template": example("alertmanager.md.j2"),
         **fields,
     }
@@ -60,25 +60,35 @@ def test_the_sources_screen_needs_login_and_is_linked_from_the_dashboard(client,
     assert 'href="/env/test/sources"' in dashboard and 'href="/env/production/sources"' in dashboard
 
 
-def test_adding_a_source_shows_a_generated_secret_once_and_then_only_masked(admin, store, env):
-    response = admin.post("/env/test/sources", data=add_form())
-    assert response.status_code == 201
-    secret = store.source("test", "alertmanager")["secret"]
-    assert len(secret) >= 32
-    assert f'value="{secret}"' in text(response)  # shown this once, to copy
-    for page in (admin.get("/env/test/sources"), admin.get("/env/test/sources/alertmanager")):
-        assert page.status_code == 200
-        assert secret not in text(page)
-    assert "saved <code>••••••" + secret[-4:] in text(admin.get("/env/test/sources/alertmanager"))
+def test_the_add_form_suggests_a_secret_to_copy_before_saving(admin, store, env):
+    page = text(admin.get("/env/test/sources"))
+    suggested = re.search(r'name="secret" id="new-secret" value="([^"]+)"', page).group(1)
+    assert len(suggested) >= 32
+    assert suggested not in text(admin.get("/env/test/sources"))  # a new one each time
+    response = admin.post("/env/test/sources", data=add_form(secret=suggested))
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/env/test/sources/alertmanager"
+    assert store.source("test", "alertmanager")["secret"] == suggested
+
+
+def test_once_saved_the_secret_is_only_shown_masked(admin, store, env):
+    response = admin.post("/env/test/sources", data=add_form(), follow_redirects=True)
+    assert "Source alertmanager added." in text(response)
+    for page in (response, admin.get("/env/test/sources")):
+        assert SECRET not in text(page)
+    assert "saved <code>••••••" + SECRET[-4:] in text(response)
     listing = text(admin.get("/env/test/sources"))
     assert 'data-source="alertmanager"' in listing and "Acme / Alerts" in listing
-
-
-def test_a_given_secret_is_never_shown_back(admin, store, env):
-    response = admin.post("/env/test/sources", data=add_form(secret=SECRET))
-    assert response.status_code == 201
-    assert SECRET not in text(response)
     assert store.source("test", "alertmanager")["secret"] == SECRET
+
+
+def test_sources_pages_have_no_inline_scripts_styles_or_handlers(admin, store, env):
+    admin.post("/env/test/sources", data=add_form())
+    for path in ("/env/test/sources", "/env/test/sources/alertmanager"):
+        page = text(admin.get(path))
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page)
+        assert " style=" not in page and "<style" not in page
+        assert not re.search(r"\s(on[a-z]+|hx-on[:-][a-z:-]+)=", page)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +99,7 @@ def test_a_given_secret_is_never_shown_back(admin, store, env):
         ({"template": "{% if payload.x %}never closed"}, "Template: line 1: syntax error"),
         ({"secret": "short"}, "The secret needs 8"),
         ({"auth": "hmac", "hmac_header": "Bad Header:"}, "Signature header"),
+        ({"secret": ""}, "Give the source a secret"),
     ],
 )
 def test_bad_settings_are_refused_and_nothing_is_saved(admin, store, env, fields, message):

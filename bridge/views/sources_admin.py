@@ -65,7 +65,7 @@ def index(env: str):
     return _list_page(env)
 
 
-def _list_page(env: str, *, form=None, errors=(), created: dict | None = None, status=200):
+def _list_page(env: str, *, form=None, errors=(), status=200):
     store = get_store()
     settings = store.environment(env)
     return (
@@ -76,7 +76,9 @@ def _list_page(env: str, *, form=None, errors=(), created: dict | None = None, s
             sources=store.sources(env),
             form=form or {},
             errors=errors,
-            created=created,
+            # Offered in the add form, to copy before saving: after that it is
+            # never shown in full again (not even in a flash: the cookie is not secret).
+            suggested_secret=new_secret(),
             default_header=DEFAULT_HMAC_HEADER,
         ),
         status,
@@ -87,16 +89,16 @@ def _list_page(env: str, *, form=None, errors=(), created: dict | None = None, s
 def add(env: str):
     fields, errors = _form_settings(request.form, adding=True)
     name = request.form.get("name", "").strip()
+    if not fields.get("secret"):
+        errors.append("Give the source a secret (the form suggests one).")
     if errors:
         return _list_page(env, form=request.form, errors=errors, status=400)
-    secret = fields.pop("secret", "") or new_secret()
     try:
-        get_store().add_source(env, name, secret=secret, **fields)
+        get_store().add_source(env, name, **fields)
     except ValueError as exc:
         return _list_page(env, form=request.form, errors=[f"{exc}."], status=400)
-    # Shown once, on this answer only: never in a flash (the session cookie is not secret).
-    created = {"name": name, "secret": secret, "generated": not request.form.get("secret")}
-    return _list_page(env, created=created, status=201)
+    flash(f"Source {name} added. Other systems call it at the URL below.", "ok")
+    return redirect(url_for("sources.source", env=env, name=name))
 
 
 @bp.get(f"/env/{ENV}/sources/<name>")
