@@ -17,10 +17,15 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import inbound, logpage, memory, outbound
+from . import inbound, logpage, memory, outbound, sources
 from .common import RESULTS_DIR, Figure, SectionResult, machine_info
 
-SECTIONS = {"outbound": outbound.run, "inbound": inbound.run, "logpage": logpage.run}
+SECTIONS = {
+    "outbound": outbound.run,
+    "inbound": inbound.run,
+    "sources": sources.run,
+    "logpage": logpage.run,
+}
 
 
 def table(figures: list[Figure]) -> str:
