@@ -84,8 +84,13 @@ def test_once_saved_the_secret_is_only_shown_masked(admin, store, env):
 
 def test_sources_pages_have_no_inline_scripts_styles_or_handlers(admin, store, env):
     admin.post("/env/test/sources", data=add_form())
-    for path in ("/env/test/sources", "/env/test/sources/alertmanager"):
-        page = text(admin.get(path))
+    store.keep_source_payload("test", "alertmanager", "{}", "broken")
+    pages = [
+        text(admin.get(path)) for path in ("/env/test/sources", "/env/test/sources/alertmanager")
+    ]
+    for template in ("{{ payload.a }}", "{{ payload.a.b.c }}", ""):
+        pages.append(text(preview(admin, template=template, sample='{"a": 1}')))
+    for page in pages:
         assert not re.search(r"<script(?![^>]*\bsrc=)", page)
         assert " style=" not in page and "<style" not in page
         assert not re.search(r"\s(on[a-z]+|hx-on[:-][a-z:-]+)=", page)
@@ -120,7 +125,7 @@ def test_editing_keeps_the_secret_when_left_empty_and_can_switch_to_hmac(admin, 
     admin.post("/env/test/sources", data=add_form(secret=SECRET))
     response = admin.post(
         "/env/test/sources/alertmanager",
-        data=add_form(template="New {{ payload.status }}", auth="hmac", hmac_header=""),
+        data=add_form(template="New {{ payload.status }}", auth="hmac", hmac_header="", secret=""),
     )
     assert response.status_code == 302
     source = store.source("test", "alertmanager")
