@@ -219,7 +219,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         )
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and (abs(_number(right)) > 64 or abs(_number(left)) > 10**6):
+        if operator == "**" and abs(_number(right)) > 64:
             raise SecurityError("exponents that large are not allowed in a template")
         if operator == "*":
             for sequence, times in ((left, right), (right, left)):

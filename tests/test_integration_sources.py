@@ -258,3 +258,27 @@ def test_a_host_notification_with_a_styled_type_arrives_as_an_attachment(live, m
     )
     assert refused.status_code == 400
     assert refused.json()["error"].startswith("'attachments[0].color' ")
+
+
+def test_a_chunked_body_past_one_mebibyte_is_413_and_stores_nothing(live, mm, key):
+    def chunks():
+        yield b'{"pad": "'
+        for _ in range(18):
+            yield b"x" * 65536  # 1.1 MiB in all, with no Content-Length
+        yield b'"}'
+
+    def received() -> str:
+        listing = live.cli("source", "list", "test").stdout
+        return re.search(r"^alertmanager\t.*\t(received=\d+)", listing, re.MULTILINE).group(1)
+
+    before, counted = len(mm.posts), received()
+    response = live.session.post(
+        f"{live.url}/hooks/in/test/alertmanager",
+        data=chunks(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ALERT_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "too_large"
+    assert len(mm.posts) == before
+    assert received() == counted
