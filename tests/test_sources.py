@@ -572,3 +572,17 @@ def test_a_bad_payload_for_a_pass_through_source_is_400(
     assert response.status_code == 400
     assert why in response.json["error"]
     assert mattermost.call_count == 0
+
+
+def test_sources_calls_say_nothing_about_mattermosts_webhook_on_the_checklist(
+    client, store, mattermost, alerts
+):
+    from bridge import checklist
+
+    store.update_environment("test", webhook_token="w" * 26)
+    payload = json.loads(example("alertmanager-resolved.json"))
+    assert call(client, "alertmanager", payload, headers=bearer()).status_code == 201
+    assert call(client, "alertmanager", payload, query="?token=nope").status_code == 403
+    assert store.last_valid_inbound("test") is None
+    [item] = [i for i in checklist.checklist(store, "test").items if i.item.key == "webhook"]
+    assert item.evidence.state == checklist.NOT_YET

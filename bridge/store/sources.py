@@ -11,6 +11,8 @@ from .base import STALE_SENDING_SECONDS, NotFound
 # when the previous rejection is older than this, so a flood cannot fill the disk.
 REJECTION_LOG_WINDOW = 600.0
 SOURCE_FIELDS = ("notification_type", "template", "secret", "hmac_header")
+# The log's actions for sources' calls and re-sends (direction 'inbound', like Mattermost's).
+SOURCE_ACTIONS = ("source", "source_resend")
 
 
 class SourcesMixin:
