@@ -13,33 +13,28 @@ notifications: the channel mapped to the source's type, the log, retries,
 splitting. A payload whose template fails is kept with the reason and can be
 re-sent once the template is fixed; a re-send posts it exactly once.
 
-Templates are written by admins; the sandbox is there so that neither a
-template nor a payload can reach the bridge's internals (secrets, the
-database, Python objects), and so that a runaway template is stopped.
+Templates are written by admins; the sandbox (bridge/sandbox.py) is there so
+that neither a template nor a payload can reach the bridge's internals
+(secrets, the database, Python objects), and so that a runaway template stops.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
 import re
 import secrets
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-
 from .attachments import AttachmentError, validate_attachments
 from .integration import NOTIFICATION_TYPE_RULE, valid_notification_type
+from .sandbox import MAX_RENDERED, TemplateFailure, compile_template, render
 from .sender import Sender
 from .store import NotFound, Store
-from .text import neutralize_mentions
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SOURCE_NAME_RULE = "use 1 to 64 letters, digits and . _ - (like alertmanager)"
@@ -47,11 +42,7 @@ DEFAULT_HMAC_HEADER = "X-Hub-Signature-256"  # GitHub's; GitLab sends a token he
 HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 MIN_SECRET = 8
 MAX_SECRET = 256
-MAX_TEMPLATE = 64_000
-MAX_RENDERED = 100_000  # the host API's limit for a notification's text
 MAX_DEPTH = 64  # JSON nesting a payload may have
-RENDER_SECONDS = 2.0
-MAX_REPEAT = 100_000  # the longest string or list a template may build with * (and **)
 MAX_KEPT = 500  # payloads kept per source waiting for a fixed template
 
 
@@ -63,19 +54,6 @@ class CallError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-class TemplateFailure(Exception):
-    """The template could not render the payload; says why and on which line."""
-
-    def __init__(self, message: str, line: int | None = None, source_line: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.line = line
-        self.source_line = source_line
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}" if self.line else self.message
 
 
 # -- a source's settings ----------------------------------------------------------
@@ -197,123 +175,6 @@ def _depth(value: Any) -> int:
                 return level
             stack.extend((child, level + 1) for child in item)
     return deepest
-
-
-# -- templates ---------------------------------------------------------------------------
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's immutable sandbox, stricter about what it lets through.
-
-    The stock sandbox renders an unsafe attribute (``''.__class__``) as an
-    empty string; here it is an error the admin reads. ``*`` and ``**`` are
-    checked so that ``'x' * 10**9`` cannot exhaust memory.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        raise SecurityError(
-            f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is not "
-            "allowed in a template"
-        )
-
-    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and abs(_number(right)) > 64:
-            raise SecurityError("exponents that large are not allowed in a template")
-        if operator == "*":
-            for sequence, times in ((left, right), (right, left)):
-                repeats = isinstance(sequence, (str, list, tuple)) and isinstance(times, int)
-                if repeats and len(sequence) * times > MAX_REPEAT:
-                    raise SecurityError(
-                        f"a template may not build anything longer than {MAX_REPEAT}"
-                    )
-        return super().call_binop(context, operator, left, right)
-
-
-def _number(value: Any) -> float:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
-def _finalize(value: Any) -> Any:
-    """Every ``{{ value }}``: text from the payload cannot @-mention anyone.
-
-    The template's own text is not touched, so a template may still write
-    ``@oncall`` where the admin wants a mention.
-    """
-    if isinstance(value, Undefined):
-        return value
-    return neutralize_mentions(value if isinstance(value, str) else str(value))
-
-
-_SANDBOX = _Sandbox(
-    trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line (as in Ansible)
-    autoescape=False,  # Markdown for Mattermost, not HTML
-    finalize=_finalize,
-)
-
-
-@functools.lru_cache(maxsize=64)
-def compile_template(text: str):
-    """The compiled template (cached per process: a source's template rarely changes)."""
-    if len(text) > MAX_TEMPLATE:
-        raise TemplateFailure(f"the template is longer than {MAX_TEMPLATE} characters")
-    try:
-        return _SANDBOX.from_string(text)
-    except TemplateSyntaxError as exc:
-        raise TemplateFailure(
-            f"syntax error: {exc.message}", exc.lineno, _line_of(text, exc.lineno)
-        ) from None
-
-
-def render(template_text: str, payload: Any, *, seconds: float = RENDER_SECONDS) -> str:
-    """The template rendered on ``payload``, stripped; raises :class:`TemplateFailure`."""
-    template = compile_template(template_text)
-    deadline = time.monotonic() + seconds
-    parts: list[str] = []
-    size = 0
-    try:
-        for chunk in template.generate(payload=payload):
-            parts.append(chunk)
-            size += len(chunk)
-            if size > MAX_RENDERED:
-                raise TemplateFailure(f"the output is longer than {MAX_RENDERED} characters")
-            if time.monotonic() > deadline:
-                raise TemplateFailure(f"the template ran longer than {seconds:g} s")
-    except TemplateFailure:
-        raise
-    except SecurityError as exc:
-        line = _error_line(exc)
-        message = str(exc) if "not allowed" in str(exc) else f"not allowed in a template: {exc}"
-        raise TemplateFailure(message, line, _line_of(template_text, line)) from None
-    except Exception as exc:  # noqa: BLE001 - the template is admin-written code: any error is its own
-        line = _error_line(exc)
-        raise TemplateFailure(_describe(exc), line, _line_of(template_text, line)) from None
-    return "".join(parts).strip()
-
-
-def _error_line(exc: BaseException) -> int | None:
-    """The template line the error was raised on (Jinja maps its frames to the template)."""
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == "<template>":
-            line = frame.lineno
-    return line
-
-
-def _line_of(text: str, line: int | None) -> str:
-    if not line:
-        return ""
-    lines = text.splitlines()
-    return lines[line - 1].strip()[:200] if 0 < line <= len(lines) else ""
-
-
-def _describe(exc: Exception) -> str:
-    name = type(exc).__name__
-    message = str(exc)
-    if name == "UndefinedError":
-        return message  # "'dict object' has no attribute 'x'" reads well on its own
-    return f"{name}: {message}" if message else name
 
 
 # -- Slack-compatible payloads -------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The translation layer (bridge/translate.py, POST /hooks/in/<env>/<source>), Mattermost mocked."""
+"""The translation layer (bridge/translate.py, POST /hooks/in/<env>/<source>) and its
+template sandbox (bridge/sandbox.py), Mattermost mocked."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bridge import translate
-from bridge.translate import TemplateFailure, check_secret, preview, render
+from bridge.sandbox import TemplateFailure, render
+from bridge.translate import check_secret, preview
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SERVER = "https://chat.example.com"
