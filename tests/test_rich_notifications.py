@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from bridge.attachments import AttachmentError, validate_attachments
+from tests.mocked import JSON, MIRROR, POSTS, SERVER, configure, created, posted
 
-SERVER = "https://chat.example.com"
-POSTS = f"{SERVER}/api/v4/posts"
 ORDERS = "orderschannelid00000000000"
-MIRROR = "mirrorchannelid0000000000a"
 BOT_ID = "b" * 26
-JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc.false"}
-
-_ids = itertools.count(1)
-
-
-def created(request, context):
-    context.status_code = 201
-    context.headers.update(JSON)
-    return {"id": f"post{next(_ids):022d}", **request.json()}
 
 
 @pytest.fixture
 def env(store):
-    return store.update_environment(
-        "test",
-        server_url=SERVER,
-        bot_token="b0tt0ken5ecret0123456789ab",
-        bot_user_id=BOT_ID,
-        bot_username="bridgebot",
-        mirror_channel_id=MIRROR,
-        active=1,
-        notify_map={"order": ORDERS, "payment.failed": ORDERS},
-    )
+    return configure(store, notify_map={"order": ORDERS, "payment.failed": ORDERS})
 
 
 @pytest.fixture
@@ -48,10 +26,6 @@ def mattermost(requests_mock, env):
 def auth(runner):
     key = runner.invoke(args=["api-key", "test"]).output.strip().splitlines()[-1]
     return {"Authorization": f"Bearer {key}"}
-
-
-def posts(requests_mock) -> list[dict]:
-    return [r.json() for r in requests_mock.request_history if r.method == "POST"]
 
 
 ATTACHMENT = {
@@ -150,7 +124,7 @@ def test_a_notification_with_attachments_posts_them_in_props(client, auth, matte
     )
     assert response.status_code == 201, response.json
     assert response.json["status"] == "sent"
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"] == "New order"
     assert post["channel_id"] == ORDERS
     assert post["props"]["attachments"] == validate_attachments([ATTACHMENT])
@@ -195,7 +169,7 @@ def test_a_failed_notification_keeps_its_attachments_for_the_retry(
         f"{SERVER}/api/v4/channels/{ORDERS}/posts", json={"order": [], "posts": {}}, headers=JSON
     )
     runner.invoke(args=["retry", "test"])
-    post = [p for p in posts(requests_mock) if p.get("message") == "New order"][-1]
+    post = [p for p in posted(requests_mock) if p.get("message") == "New order"][-1]
     assert post["props"]["attachments"] == [{"color": "good"}]
 
 
@@ -207,7 +181,7 @@ def test_attachments_go_with_the_last_part_of_a_split_notification(client, auth,
         json={"type": "order", "text": text, "attachments": [{"text": "summary"}]},
         headers=auth,
     )
-    sent = posts(mattermost)
+    sent = posted(mattermost)
     assert len(sent) == 3
     assert [("attachments" in p["props"]) for p in sent] == [False, False, True]
 
@@ -229,7 +203,7 @@ def test_a_type_with_a_colour_and_title_is_posted_as_an_attachment(client, auth,
         headers=auth,
     )
     assert response.json["status"] == "sent"
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"] == ""
     assert post["props"]["attachments"] == [
         {
@@ -242,8 +216,8 @@ def test_a_type_with_a_colour_and_title_is_posted_as_an_attachment(client, auth,
     ]
     # Other types stay plain text.
     client.post("/api/v1/notifications", json={"type": "order", "text": "plain"}, headers=auth)
-    assert posts(mattermost)[-1]["message"] == "plain"
-    assert "attachments" not in posts(mattermost)[-1]["props"]
+    assert posted(mattermost)[-1]["message"] == "plain"
+    assert "attachments" not in posted(mattermost)[-1]["props"]
 
 
 @pytest.fixture

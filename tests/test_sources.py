@@ -5,56 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import json
-from pathlib import Path
 
 import pytest
 
 from bridge import translate
 from bridge.sandbox import TemplateFailure, render
 from bridge.translate import check_secret, preview
+from tests.mocked import POSTS, configure, created, example, posted
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SERVER = "https://chat.example.com"
-POSTS = f"{SERVER}/api/v4/posts"
 ALERTS = "alertschannelid00000000000"
 CI = "cichannelid000000000000000"
 SECRET = "s3cret-token-for-alerts"
 GITHUB_SECRET = "github-webhook-secret-42"
-JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc.false"}
-
-_ids = itertools.count(1)
-
-
-def created(request, context):
-    context.status_code = 201
-    context.headers.update(JSON)
-    return {"id": f"post{next(_ids):022d}", **request.json()}
 
 
 @pytest.fixture
 def env(store):
-    return store.update_environment(
-        "test",
-        server_url=SERVER,
-        bot_token="b0tt0ken5ecret0123456789ab",
-        bot_user_id="botuserid",
-        bot_username="bridgebot",
-        mirror_channel_id="mirrorchannelid0000000000a",
-        active=1,
-        notify_map={"monitoring.alert": ALERTS, "ci.result": CI},
-    )
+    return configure(store, notify_map={"monitoring.alert": ALERTS, "ci.result": CI})
 
 
 @pytest.fixture
 def mattermost(requests_mock, env):
     requests_mock.post(POSTS, json=created)
     return requests_mock
-
-
-def example(name: str) -> str:
-    return (EXAMPLES / name).read_text()
 
 
 @pytest.fixture
@@ -100,10 +74,6 @@ def bearer(secret: str = SECRET) -> dict:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def posts(requests_mock) -> list[dict]:
-    return [r.json() for r in requests_mock.request_history if r.method == "POST"]
-
-
 def nothing_stored(store, name="alertmanager"):
     source = store.source("test", name)
     messages = store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
@@ -132,7 +102,7 @@ def test_the_token_in_the_query_or_a_bearer_header_is_accepted(
     assert response.status_code == 201, response.json
     assert response.json["status"] == "sent"
     assert response.json["channel_id"] == ALERTS
-    assert [p["channel_id"] for p in posts(mattermost)] == [ALERTS]
+    assert [p["channel_id"] for p in posted(mattermost)] == [ALERTS]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +138,7 @@ def test_a_good_hmac_signature_is_accepted(client, mattermost, github):
     body = example("github-workflow-run-failure.json").encode()
     response = call(client, "github", body, headers={"X-Hub-Signature-256": sign(body)})
     assert response.status_code == 201, response.json
-    assert [p["channel_id"] for p in posts(mattermost)] == [CI]
+    assert [p["channel_id"] for p in posted(mattermost)] == [CI]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +261,7 @@ def test_an_alertmanager_alert_is_rendered_by_its_template(client, store, matter
     payload = json.loads(example("alertmanager-resolved.json"))
     response = call(client, "alertmanager", payload, headers=bearer())
     assert response.status_code == 201
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"] == (
         ":white_check_mark: **RESOLVED** HighErrorRate\n"
         "\n"
@@ -320,7 +290,7 @@ def test_a_firing_alert_lists_every_alert(mattermost, alerts):
 def test_a_ci_result_is_rendered_and_payload_text_cannot_mention_anyone(client, mattermost, github):
     body = example("github-workflow-run-failure.json").encode()
     call(client, "github", body, headers={"X-Hub-Signature-256": sign(body)})
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"].splitlines()[0] == (
         ":x: **CI** #412 **failure** on `main` in [acme/shop](https://github.com/acme/shop)"
     )
@@ -368,7 +338,7 @@ def test_long_rendered_text_is_split_by_the_sender(client, store, mattermost, en
     lines = [f"line {n:04d} of the build log" for n in range(400)]  # ~10,800 characters
     response = call(client, "big", {"lines": lines}, headers=bearer())
     assert response.json["status"] == "sent"
-    sent = posts(mattermost)
+    sent = posted(mattermost)
     assert len(sent) == 3 and all(len(p["message"]) <= 4000 for p in sent)
     assert "".join(p["message"] for p in sent).count("of the build log") == 400
 
@@ -465,13 +435,13 @@ def test_a_failing_template_keeps_the_payload_and_a_resend_after_the_fix_posts_i
     result = runner.invoke(args=["source", "resend", "test", "alertmanager"])
     assert result.exit_code == 0, result.output
     assert "1 sent" in result.output
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"].startswith(":rotating_light: **FIRING** HighErrorRate")
     assert store.kept_payloads("test", "alertmanager") == []
 
     again = runner.invoke(args=["source", "resend", "test", "alertmanager"])
     assert "0 sent" in again.output
-    assert len(posts(mattermost)) == 1
+    assert len(posted(mattermost)) == 1
 
 
 def test_a_kept_payload_can_be_claimed_for_a_resend_only_once(store, alerts):
@@ -495,7 +465,7 @@ def test_a_resend_records_its_message_and_a_second_one_posts_nothing(store, matt
     row = store.kept_payload(kept_id)
     assert row["status"] == "resent"
     assert row["message_id"] == result.message["id"]
-    assert len(posts(mattermost)) == 1
+    assert len(posted(mattermost)) == 1
 
 
 def test_kept_payloads_are_bounded_per_source(client, store, mattermost, alerts, monkeypatch):
@@ -540,7 +510,7 @@ def test_a_slack_compatible_payload_passes_through_with_its_attachments(client, 
     }
     response = call(client, "grafana", payload, headers=bearer())
     assert response.status_code == 201, response.json
-    [post] = posts(mattermost)
+    [post] = posted(mattermost)
     assert post["message"] == "Disk almost full on [db-1](https://grafana.example.com/d/abc)"
     assert post["props"]["attachments"] == [
         {

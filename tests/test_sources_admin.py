@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SERVER = "https://chat.example.com"
+from tests.mocked import SERVER, configure, example
+
 ALERTS = "alertschannelid00000000000"
 SECRET = "s3cret-token-for-alerts"
 HX = {"HX-Request": "true"}
 
 
-def example(name: str) -> str:
-    return (EXAMPLES / name).read_text()
-
-
 @pytest.fixture
 def env(store):
-    return store.update_environment(
-        "test",
-        server_url=SERVER,
-        bot_token="b0tt0ken5ecret0123456789ab",
-        bot_user_id="botuserid",
-        bot_username="bridgebot",
-        mirror_channel_id="mirrorchannelid0000000000a",
-        active=1,
+    return configure(
+        store,
         notify_map={"monitoring.alert": ALERTS},
         channel_names={ALERTS: "Acme / Alerts"},
     )
