@@ -17,13 +17,14 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import headofline, inbound, logpage, memory, outbound
+from . import headofline, inbound, logpage, memory, outbound, sources
 from .common import RESULTS_DIR, Figure, SectionResult, machine_info
 
 SECTIONS = {
     "outbound": outbound.run,
     "inbound": inbound.run,
     "headofline": headofline.run,
+    "sources": sources.run,
     "logpage": logpage.run,
 }
 

@@ -70,6 +70,35 @@ def add_message(root_id: str):
     return jsonify({"id": 0, "post_id": post["id"], "status": "sent"}), 201
 
 
+@app.post("/hooks/in/<source>")
+def translated(source: str):
+    """Sources: read another system's JSON, the single ``POST /api/v4/posts``, 201."""
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        abort(400)
+    alerts = payload.get("alerts") or []
+    lines = [f"**{str(payload.get('status', '')).upper()}** {source}"]
+    lines += [
+        f"- {alert['labels']['alertname']}: {alert['annotations']['summary']}" for alert in alerts
+    ]
+    response = session().post(
+        f"{MM_URL}/api/v4/posts",
+        json={
+            "channel_id": MM_CHANNEL,
+            "message": "\n".join(lines),
+            "pending_post_id": f"{secrets.token_hex(13)}:0",
+            "props": {"bridge_message_id": "0"},
+        },
+        headers={"Authorization": f"Bearer {MM_TOKEN}"},
+        timeout=TIMEOUT,
+        allow_redirects=False,
+    )
+    if response.status_code >= 300:
+        abort(502)
+    post = response.json()
+    return jsonify({"status": "sent", "post_id": post["id"]}), 201
+
+
 @app.post("/hooks/mattermost/<env>")
 def receive(env: str):
     """Inbound: read the form payload, the single ``GET /api/v4/posts/{id}``, empty 200."""

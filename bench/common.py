@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -229,6 +230,37 @@ class CpuMeter:
 
     def used(self) -> float:
         return cpu_seconds(self.pids) - self.start
+
+
+def interleaved_rounds(
+    call: Callable[[str, bool], None],
+    masters: dict[str, int],
+    *,
+    rounds: int,
+    per_round: int,
+    warmup: int,
+    deadline: Deadline,
+) -> dict[str, float]:
+    """Warm every side up, then time them in rounds that alternate which goes first.
+
+    :param call: ``call(side, record)`` makes one request (and keeps its time if ``record``).
+    :param masters: side -> the PID of its gunicorn master, in the order of the first round.
+    :returns: the CPU seconds each side's workers spent in the measured rounds.
+    """
+    for _ in range(warmup):
+        for side in masters:
+            call(side, False)
+    cpu = dict.fromkeys(masters, 0.0)
+    for round_no in range(rounds):
+        order = list(masters) if round_no % 2 == 0 else list(reversed(masters))
+        for side in order:
+            meter = CpuMeter(masters[side])
+            for _ in range(per_round):
+                if deadline.passed:
+                    break
+                call(side, True)
+            cpu[side] += meter.used()
+    return cpu
 
 
 def _wait_http(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 20.0) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from .common import (
     BenchBridge,
-    CpuMeter,
     Deadline,
     Figure,
     SectionResult,
     StandinProcess,
     baseline_server,
     client_session,
+    interleaved_rounds,
     summary_ms,
     worker_rss,
 )
@@ -78,7 +78,6 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
         bridge_headers = {"Authorization": f"Bearer {key}"}
         errors = {"bridge": [], "baseline": []}
         samples = {"bridge": [], "baseline": []}
-        cpu = {"bridge": 0.0, "baseline": 0.0}
         counter = {"n": 0}
 
         def call(side: str, record: bool) -> None:
@@ -101,18 +100,14 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
             elif record:
                 samples[side].append(elapsed)
 
-        for _ in range(warmup):
-            call("baseline", False)
-            call("bridge", False)
-        for round_no in range(rounds):
-            order = ("baseline", "bridge") if round_no % 2 == 0 else ("bridge", "baseline")
-            for side in order:
-                meter = CpuMeter(bridge.pid if side == "bridge" else baseline.pid)
-                for _ in range(per_round):
-                    if deadline.passed:
-                        break
-                    call(side, True)
-                cpu[side] += meter.used()
+        cpu = interleaved_rounds(
+            call,
+            {"baseline": baseline.pid, "bridge": bridge.pid},
+            rounds=rounds,
+            per_round=per_round,
+            warmup=warmup,
+            deadline=deadline,
+        )
 
         # Reference: the stand-in alone, straight from this process (no gunicorn hop).
         direct = []

@@ -67,16 +67,26 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["when"] = format_timestamp
 
     from . import cli, db, errors, headers
-    from .views import admin, api, auth, chat, checklist, hooks, log
+    from .views import admin, api, auth, chat, checklist, hooks, log, sources, sources_admin
 
     db.init_app(app)
     errors.init_app(app)
     headers.init_app(app)
     cli.init_app(app)
-    for blueprint in (auth.bp, admin.bp, checklist.bp, log.bp, api.bp, hooks.bp, chat.bp):
+    for blueprint in (
+        auth.bp,
+        admin.bp,
+        checklist.bp,
+        log.bp,
+        api.bp,
+        hooks.bp,
+        chat.bp,
+        sources.bp,
+        sources_admin.bp,
+    ):
         app.register_blueprint(blueprint)
-    # Token-authenticated (API, webhook) or capability-URL (chat) routes; see chat.py.
-    for blueprint in (api.bp, hooks.bp, chat.bp):
+    # Token-authenticated (API, webhooks, sources) or capability-URL (chat) routes; see chat.py.
+    for blueprint in (api.bp, hooks.bp, chat.bp, sources.bp):
         csrf.exempt(blueprint)
     return app
 

@@ -21,12 +21,14 @@ from .integration import (
     TokenNeeded,
     activation_problems,
     logged_client,
+    mask_secret,
     new_api_key,
     token_for_server,
     valid_notification_type,
     verify_bot,
 )
-from .store import ENVIRONMENTS, Store
+from .store import ENVIRONMENTS, NotFound, Store
+from .translate import Translator, new_secret, source_problems
 
 ENV_CHOICE = click.Choice(ENVIRONMENTS)
 
@@ -289,6 +291,179 @@ def prune_log_command(days: float) -> None:
     click.echo(f"Deleted {deleted} log rows older than {days:g} days.")
 
 
+# -- sources: other systems' webhooks ----------------------------------------------
+
+
+@click.group("source")
+def source_group() -> None:
+    """Other systems' webhooks (POST /hooks/in/ENV/NAME) and their templates."""
+
+
+def _read_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--template") from None
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise click.ClickException(" ".join(problems))
+
+
+@source_group.command("add")
+@with_appcontext
+@click.argument("env", type=ENV_CHOICE)
+@click.argument("name")
+@click.option("--type", "notification_type", required=True, help="Notification type to send as.")
+@click.option(
+    "--template",
+    "template_path",
+    type=click.Path(dir_okay=False),
+    help="Jinja2 template file (Markdown out); without one, Slack-compatible payloads pass.",
+)
+@click.option("--secret", help="The shared secret (generated and printed once when left out).")
+@click.option(
+    "--hmac-header",
+    help="Check an HMAC-SHA256 signature of the body in this header (e.g. X-Hub-Signature-256) "
+    "instead of a ?token= or Bearer token.",
+)
+def source_add_command(
+    env: str,
+    name: str,
+    notification_type: str,
+    template_path: str | None,
+    secret: str | None,
+    hmac_header: str | None,
+) -> None:
+    """Add a source that other systems call at /hooks/in/ENV/NAME."""
+    template = _read_template(template_path) or ""
+    _refuse(
+        source_problems(
+            name=name,
+            notification_type=notification_type,
+            template=template,
+            secret=secret,
+            hmac_header=hmac_header,
+        )
+    )
+    store = get_store()
+    store.migrate()
+    given = bool(secret)
+    secret = secret or new_secret()
+    try:
+        store.add_source(
+            env,
+            name,
+            notification_type=notification_type,
+            template=template,
+            secret=secret,
+            hmac_header=hmac_header or "",
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    check = f"HMAC-SHA256 in {hmac_header}" if hmac_header else "?token= or Bearer"
+    click.echo(f"Added source {name} to {env}: type {notification_type}, secret by {check}.")
+    click.echo(f"Other systems call POST /hooks/in/{env}/{name}.")
+    if not store.environment(env)["notify_map"].get(notification_type):
+        click.echo(
+            f"Warning: type {notification_type!r} is not mapped to a channel in {env}: "
+            "its notifications are skipped until it is (configure --notify).",
+            err=True,
+        )
+    if not given:
+        click.echo("Its secret, printed this once:")
+        click.echo(secret)
+
+
+@source_group.command("edit")
+@with_appcontext
+@click.argument("env", type=ENV_CHOICE)
+@click.argument("name")
+@click.option("--type", "notification_type", help="New notification type.")
+@click.option(
+    "--template",
+    "template_path",
+    type=click.Path(dir_okay=False),
+    help="New template file ('' via an empty file: pass-through).",
+)
+@click.option("--secret", help="New secret.")
+@click.option("--hmac-header", help="Check an HMAC signature in this header from now on.")
+@click.option("--token", "token_mode", is_flag=True, help="Check a ?token= / Bearer token instead.")
+def source_edit_command(
+    env: str, name: str, notification_type, template_path, secret, hmac_header, token_mode
+) -> None:
+    """Change a source's type, template, secret or how the secret is checked."""
+    if hmac_header and token_mode:
+        raise click.UsageError("give --hmac-header or --token, not both")
+    fields = {
+        "notification_type": notification_type,
+        "template": _read_template(template_path),
+        "secret": secret,
+        "hmac_header": "" if token_mode else hmac_header,
+    }
+    fields = {key: value for key, value in fields.items() if value is not None}
+    _refuse(source_problems(**fields))
+    store = get_store()
+    try:
+        store.update_source(env, name, **fields)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Saved source {name} in {env}.")
+
+
+@source_group.command("list")
+@with_appcontext
+@click.argument("env", type=ENV_CHOICE)
+def source_list_command(env: str) -> None:
+    """List the environment's sources (secrets masked)."""
+    store = get_store()
+    sources = store.sources(env)
+    if not sources:
+        click.echo(f"No sources in {env}.")
+        return
+    for source in sources:
+        check = f"hmac:{source['hmac_header']}" if source["hmac_header"] else "token"
+        template = "template" if source["template"].strip() else "pass-through"
+        click.echo(
+            f"{source['name']}\ttype={source['notification_type']}\t{check} "
+            f"{mask_secret(source['secret'])}\t{template}\treceived={source['received']}"
+            f"\trefused={source['rejected']}\tkept={source['kept']}"
+        )
+
+
+@source_group.command("remove")
+@with_appcontext
+@click.argument("env", type=ENV_CHOICE)
+@click.argument("name")
+def source_remove_command(env: str, name: str) -> None:
+    """Remove a source (and the payloads it kept); its URL answers 404 from now on."""
+    try:
+        get_store().remove_source(env, name)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Removed source {name} from {env}.")
+
+
+@source_group.command("resend")
+@with_appcontext
+@click.argument("env", type=ENV_CHOICE)
+@click.argument("name")
+@click.option("--id", "payload_id", type=int, help="Only this kept payload.")
+def source_resend_command(env: str, name: str, payload_id: int | None) -> None:
+    """Re-send the payloads a failing template kept, with the template as it is now."""
+    try:
+        counts = Translator(get_sender()).resend_all(env, name, only=payload_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(Translator.summary(counts))
+    if counts["kept"]:
+        raise SystemExit(1)
+
+
 def init_app(app: Flask) -> None:
     for command in (
         init_command,
@@ -298,5 +473,6 @@ def init_app(app: Flask) -> None:
         retry_command,
         worker_command,
         prune_log_command,
+        source_group,
     ):
         app.cli.add_command(command)

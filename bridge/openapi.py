@@ -182,6 +182,61 @@ SPEC = {
                 },
                 ("error", "code"),
             ),
+            # Mattermost's MessageAttachment (server/public/model/message_attachment.go),
+            # checked by bridge/attachments.py; title_link needs title, author_link needs
+            # author_name, and all of them together stay under 200,000 characters.
+            "Attachment": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    **{
+                        name: {"type": "string", "maxLength": 8000}
+                        for name in ("fallback", "pretext", "text")
+                    },
+                    **{
+                        name: {"type": "string", "maxLength": 1000}
+                        for name in ("author_name", "title", "footer")
+                    },
+                    "color": {
+                        "type": "string",
+                        "pattern": "^(good|warning|danger|#[0-9a-fA-F]{6})$",
+                    },
+                    **{
+                        name: {
+                            "type": "string",
+                            "maxLength": 2048,
+                            "pattern": "^https?://[^\\s/?#]+[^\\s]*$",
+                        }
+                        for name in (
+                            "author_link",
+                            "author_icon",
+                            "title_link",
+                            "image_url",
+                            "thumb_url",
+                            "footer_icon",
+                        )
+                    },
+                    "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+                    "fields": {
+                        "type": "array",
+                        "maxItems": 50,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "title": {"type": "string", "maxLength": 1000},
+                                "value": {
+                                    "oneOf": [
+                                        {"type": "string", "maxLength": 8000},
+                                        {"type": "integer"},
+                                    ]
+                                },
+                                "short": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
             "Message": _object(
                 {
                     "id": {"type": "integer", "minimum": 1, "maximum": MAX_MESSAGE_ID},
@@ -372,6 +427,14 @@ SPEC = {
                                 description="The notification type, e.g. booking.created.",
                             ),
                             "text": _string(MAX_TEXT, required=True),
+                            "attachments": {
+                                "type": "array",
+                                "maxItems": 20,
+                                "description": "Slack-compatible message attachments "
+                                "(Mattermost's MessageAttachment); a bad one is a 400 naming "
+                                "the field, e.g. attachments[0].color.",
+                                "items": {"$ref": "#/components/schemas/Attachment"},
+                            },
                         },
                         ("type", "text"),
                     )

@@ -20,6 +20,7 @@ from typing import Any
 import requests
 
 from . import mattermost as mm
+from .attachments import styled
 from .integration import call_log_fields, logged_client
 from .store import Store
 from .text import neutralize, split_text
@@ -136,11 +137,41 @@ class Sender:
             message=message,
         )
 
-    def notify(self, env: str, notification_type: str, text: str) -> dict[str, Any]:
-        """Store a typed notification and post it to the channel mapped to its type."""
+    def notify(
+        self,
+        env: str,
+        notification_type: str,
+        text: str,
+        attachments: list[dict[str, Any]] | None = None,
+        *,
+        on_stored: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Store a typed notification and post it to the channel mapped to its type.
+
+        A type given a colour and a title on the configuration screen is posted
+        as a message attachment holding the text; ``attachments`` (already
+        validated) follow it in the post's ``props.attachments``.
+
+        :param on_stored: called with the stored message in the same transaction
+            as its insert, before anything is posted (a re-sent payload records
+            which message it became, so it can never be sent twice).
+        """
         settings = self.store.environment(env)
         channel_id = settings["notify_map"].get(notification_type, "")
-        message = self.store.add_notification(env, notification_type, text, channel_id)
+        style = settings["notify_styles"].get(notification_type)
+        if style and text.strip():
+            attachments = [styled(text, style), *(attachments or [])]
+            text = ""
+        if on_stored is None:
+            message = self.store.add_notification(
+                env, notification_type, text, channel_id, attachments
+            )
+        else:
+            with self.store.immediate():
+                message = self.store.add_notification(
+                    env, notification_type, text, channel_id, attachments
+                )
+                on_stored(message)
         if not channel_id:
             reason = f"type {notification_type!r} is not mapped to a channel"
             self._log_skip(env, message, reason)
@@ -348,18 +379,22 @@ class Sender:
         for index, part in enumerate(parts):
             if index < len(posted):
                 continue  # sent by an earlier attempt
+            props: dict[str, Any] = {
+                "bridge_message_id": str(message["id"]),
+                # The random key tells this bridge's post from another's same id.
+                "bridge_key": message["pending_key"],
+                "bridge_part": str(index),
+            }
+            if message.get("attachments") and index == len(parts) - 1:
+                # Below the text, as Mattermost shows a post's attachments.
+                props["attachments"] = message["attachments"]
             post = self._post_with_retry(
                 client,
                 channel_id,
                 part,
                 root_id=root_id or (posted[0] if posted else ""),
                 pending_post_id=f"{message['pending_key']}:{index}",
-                props={
-                    "bridge_message_id": str(message["id"]),
-                    # The random key tells this bridge's post from another's same id.
-                    "bridge_key": message["pending_key"],
-                    "bridge_part": str(index),
-                },
+                props=props,
             )
             posted.append(post["id"])
             if len(parts) > 1:

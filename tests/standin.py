@@ -37,6 +37,7 @@ from werkzeug.wrappers import Request, Response
 
 VERSION_ID = "9.11.0.9.11.0.abc123.false"
 MAX_POST_SIZE = 16383  # model.PostMessageMaxRunesV2, the default MaxPostSize
+POST_PROPS_MAX_RUNES = 800_000  # model.PostPropsMaxRunes (server/public/model/post.go)
 PENDING_POST_TTL = 30.0  # app/post.go pendingPostIDsCacheTTL
 GET_POSTS_SINCE_LIMIT = 1000  # sqlstore/post_store.go GetPostsSince: LIMIT 1000
 WEBHOOK_TIMEOUT = 30.0  # ServiceSettings.OutgoingIntegrationRequestsTimeout default
@@ -1090,6 +1091,14 @@ class MattermostStandin:
                         f"Message property length is greater than the maximum allowed "
                         f"({self.max_post_size}).",
                     )
+                # Post.IsValid: the props as JSON are bounded in runes. Message
+                # attachments (props.attachments) are otherwise kept as sent: the
+                # server's propsIsValid only logs a warning for an invalid one
+                # (post.go; message_attachment.go MessageAttachment.IsValid).
+                props = fields.get("props") or {}
+                props_json = json.dumps(props, ensure_ascii=False, separators=(",", ":"))
+                if len(props_json) > POST_PROPS_MAX_RUNES:
+                    raise AppError(400, "model.post.is_valid.props.app_error", "Invalid props.")
             except AppError:
                 if pending_post_id:
                     self._pending.pop(pending_post_id, None)

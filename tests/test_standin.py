@@ -230,6 +230,32 @@ def test_message_over_the_post_size_limit_is_400(mm, http):
     assert_app_error(too_long, 400, "model.post.is_valid.message_length.app_error")
 
 
+def test_message_attachments_in_props_are_kept_as_sent(mm, http):
+    attachments = [
+        {
+            "fallback": "Payment failed",
+            "color": "danger",
+            "title": "Payment failed",
+            "text": "Card declined",
+            "fields": [{"title": "Order", "value": "42", "short": True}],
+        }
+    ]
+    created = create_post(http, mm, mm.bot, "sales", "", props={"attachments": attachments})
+    assert created.status_code == 201
+    fetched = http.get(
+        f"{mm.url}/api/v4/posts/{created.json()['id']}", headers=bearer(mm.bot), timeout=TIMEOUT
+    ).json()
+    assert fetched["props"]["attachments"] == attachments
+    assert fetched["message"] == ""
+
+
+def test_props_over_the_servers_limit_are_400(mm, http):
+    huge = {"attachments": [{"text": "x" * 800_000}]}
+    response = create_post(http, mm, mm.bot, "sales", "hi", props=huge)
+    assert_app_error(response, 400, "model.post.is_valid.props.app_error")
+    assert mm.posts == []
+
+
 def test_rate_limited_request_gets_plain_text_429_with_headers(mm, http):
     mm.fail_next(1, 429)
     url = f"{mm.url}/api/v4/users/me"

@@ -2,8 +2,8 @@
 
 All SQL of the project lives in this package, one module per thing it holds
 (settings, conversations, messages, replies, the inbound inbox, deliveries,
-checklist, rate limits, log). :class:`Store` puts them together; callers get
-plain dicts back and never see a cursor. One store is opened per request (or CLI command) and
+checklist, rate limits, sources, log). :class:`Store` puts them together;
+callers get plain dicts back and never see a cursor. One store is opened per request (or CLI command) and
 closed afterwards; gunicorn workers each open their own connections.
 """
 
@@ -35,6 +35,7 @@ from .ratelimits import RateLimitsMixin
 from .replies import RepliesMixin
 from .schema import MIGRATIONS
 from .settings import SettingsMixin
+from .sources import SourcesMixin
 
 __all__ = [
     "CONVERSATIONS_PAGE_SIZE",
@@ -66,6 +67,7 @@ class Store(
     DeliveriesMixin,
     ChecklistMixin,
     RateLimitsMixin,
+    SourcesMixin,
     LogMixin,
     StoreBase,
 ):

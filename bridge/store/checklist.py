@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .sources import SOURCE_ACTIONS
+
 
 class ChecklistMixin:
     """Checklist ticks, check results and the evidence queries (mixed into Store)."""
@@ -38,11 +40,15 @@ class ChecklistMixin:
         )
 
     def last_valid_inbound(self, env: str) -> dict[str, Any] | None:
-        """The newest webhook call whose token matched (accepted or ignored)."""
+        """The newest Mattermost webhook call whose token matched (accepted or ignored).
+
+        Other systems' calls (sources) are inbound too, but say nothing about Mattermost.
+        """
         return self._one(
             "SELECT * FROM log WHERE env = ? AND direction = 'inbound'"
-            " AND outcome IN ('ok', 'ignored') ORDER BY id DESC LIMIT 1",
-            [env],
+            " AND outcome IN ('ok', 'ignored') AND action NOT IN (?, ?)"
+            " ORDER BY id DESC LIMIT 1",
+            [env, *SOURCE_ACTIONS],
         )
 
     def end_to_end_conversation(self, env: str) -> dict[str, Any] | None:

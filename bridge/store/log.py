@@ -129,15 +129,27 @@ class LogMixin:
         return rows[::-1] if after_id is not None else rows
 
     def last_log(
-        self, env: str, direction: str, outcome: str = "ok", action: str | tuple[str, ...] = ""
+        self,
+        env: str,
+        direction: str,
+        outcome: str = "ok",
+        action: str | tuple[str, ...] = "",
+        *,
+        not_actions: tuple[str, ...] = (),
     ) -> dict | None:
-        """The newest log row of this kind; ``action`` may name several."""
+        """The newest log row of this kind; ``action`` may name several.
+
+        :param not_actions: leave rows of these actions out.
+        """
         sql = "SELECT * FROM log WHERE env = ? AND direction = ? AND outcome = ?"
         params: list[Any] = [env, direction, outcome]
         actions = (action,) if isinstance(action, str) and action else tuple(action)
         if actions:
             sql += f" AND action IN ({', '.join('?' for _ in actions)})"
             params.extend(actions)
+        if not_actions:
+            sql += f" AND action NOT IN ({', '.join('?' for _ in not_actions)})"
+            params.extend(not_actions)
         return self._one(sql + " ORDER BY id DESC LIMIT 1", params)
 
     def prune_log(self, days: float) -> int:

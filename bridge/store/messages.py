@@ -22,6 +22,7 @@ MESSAGE_INSERT_COLUMNS = frozenset(
         "created_at",
         "updated_at",
         "attempts",
+        "attachments",
     }
 )
 
@@ -35,8 +36,14 @@ class MessagesMixin:
         )
 
     def add_notification(
-        self, env: str, notification_type: str, text: str, channel_id: str
+        self,
+        env: str,
+        notification_type: str,
+        text: str,
+        channel_id: str,
+        attachments: list[dict] | None = None,
     ) -> dict:
+        """A notification; ``attachments`` go to the post's ``props.attachments``."""
         return self._insert_message(
             env=env,
             conversation_id=None,
@@ -45,6 +52,7 @@ class MessagesMixin:
             text=text,
             notification_type=notification_type,
             channel_id=channel_id,
+            attachments=json.dumps(attachments) if attachments else "",
         )
 
     def _insert_message(self, *, now: float | None = None, **fields: Any) -> dict[str, Any]:
@@ -230,4 +238,5 @@ class MessagesMixin:
 
 def decode_message(row: dict[str, Any]) -> dict[str, Any]:
     row["chunk_post_ids"] = json.loads(row["chunk_post_ids"])
+    row["attachments"] = json.loads(row["attachments"]) if row.get("attachments") else []
     return row

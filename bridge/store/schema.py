@@ -188,6 +188,42 @@ MIGRATIONS: list[str] = [
     ALTER TABLE log ADD COLUMN count_key TEXT;
     CREATE UNIQUE INDEX log_count_key ON log(count_key) WHERE count_key IS NOT NULL;
     """,
+    # 11: other systems' webhooks (sources) and rich notifications (issue 11, parts 3-4):
+    # each source with its secret and template; payloads whose template failed, kept
+    # for a re-send; a notification's attachments; a colour and title per type.
+    """
+    CREATE TABLE sources (
+        env TEXT NOT NULL REFERENCES environments(name),
+        name TEXT NOT NULL,
+        notification_type TEXT NOT NULL,
+        template TEXT NOT NULL DEFAULT '',
+        secret TEXT NOT NULL,
+        hmac_header TEXT NOT NULL DEFAULT '',
+        received INTEGER NOT NULL DEFAULT 0,
+        last_payload TEXT,
+        last_received_at REAL,
+        rejected INTEGER NOT NULL DEFAULT 0,
+        last_rejected_at REAL,
+        last_rejection TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (env, name)
+    );
+    CREATE TABLE source_payloads (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        source TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        error TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'kept',
+        message_id INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX source_payloads_waiting ON source_payloads(env, source, status, id);
+    ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '';
+    ALTER TABLE environments ADD COLUMN notify_styles TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 

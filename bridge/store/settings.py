@@ -55,7 +55,7 @@ class SettingsMixin:
     def update_environment(self, name: str, **fields: Any) -> dict[str, Any]:
         """Change some settings of an environment; the others keep their values."""
         self.environment(name)
-        for column in ("notify_map", "channel_names"):
+        for column in ("notify_map", "channel_names", "notify_styles"):
             if column in fields:
                 fields[column] = json.dumps(fields[column], sort_keys=True)
         fields["updated_at"] = time.time()
@@ -73,6 +73,8 @@ class SettingsMixin:
 def _decode_environment(row: dict[str, Any]) -> dict[str, Any]:
     row["notify_map"] = json.loads(row["notify_map"])
     row["channel_names"] = json.loads(row.get("channel_names") or "{}")
+    # type -> {"color", "title"}: such a type is posted as a message attachment.
+    row["notify_styles"] = json.loads(row.get("notify_styles") or "{}")
     row["active"] = bool(row["active"])
     row["accept_other_bots"] = bool(row.get("accept_other_bots"))
     row["bot_is_bot"] = bool(row["bot_is_bot"])

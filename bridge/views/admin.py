@@ -13,6 +13,8 @@ from wtforms.validators import DataRequired, Length, ValidationError
 from .. import checklist as readiness
 from .. import htmx
 from .. import mattermost as mm
+from ..attachments import MAX_SHORT_TEXT as MAX_STYLE_TITLE
+from ..attachments import valid_color
 from ..db import get_sender, get_store
 from ..integration import (
     NOTIFICATION_TYPE_RULE,
@@ -63,6 +65,7 @@ def dashboard():
                 ),
                 "last_inbound": store.last_valid_inbound(settings["name"]),
                 "next_attempt": store.next_attempt(settings["name"]),
+                "sources": store.count_sources(settings["name"]),
             }
         )
     status = worker_status(store, stale_after=current_app.config["WORKER"].stale_after)
@@ -279,12 +282,19 @@ def env_config(env: str):
         callback_secret = request.form.get("callback_secret", "").strip()
         errors = _config_errors(settings, known, mirror_id, rows, callback_url, callback_secret)
         if not errors:
-            notify_map = {kind: channel for kind, channel in rows if channel}
+            notify_map = {kind: channel for kind, channel, *_ in rows if channel}
+            # A colour or title makes the type's notifications message attachments.
+            notify_styles = {
+                kind: {"color": color, "title": title}
+                for kind, channel, color, title in rows
+                if channel and (color or title)
+            }
             names = _channel_names(settings, known, [mirror_id, *notify_map.values()])
             fields = {
                 "mirror_channel_id": mirror_id,
                 "mirror_channel_name": names.get(mirror_id, ""),
                 "notify_map": notify_map,
+                "notify_styles": notify_styles,
                 "channel_names": names,
                 "callback_url": callback_url,
                 "accept_other_bots": int(request.form.get("accept_other_bots") == "1"),
@@ -309,7 +319,7 @@ def env_config(env: str):
         known=known,
         load_error=load_error,
         errors=errors,
-        rows=form_rows if form_rows is not None else sorted(settings["notify_map"].items()),
+        rows=form_rows if form_rows is not None else _saved_rows(settings),
         masked=_masked(settings),
         left_channels=_left_channels(settings, known) if not load_error else [],
         problems=activation_problems(settings),
@@ -354,14 +364,32 @@ def _left_channels(settings: dict, known: dict) -> list[tuple[str, str]]:
     ]
 
 
-def _notify_rows(form) -> list[tuple[str, str]]:
+def _notify_rows(form) -> list[tuple[str, str, str, str]]:
+    """(type, channel, colour, title) per row of the screen."""
     kinds = form.getlist("notify_type")
     channels = form.getlist("notify_channel")
+    colors = form.getlist("notify_color")
+    titles = form.getlist("notify_title")
     rows = []
-    for kind, channel in zip(kinds, channels, strict=False):
+    for index, (kind, channel) in enumerate(zip(kinds, channels, strict=False)):
+        color = colors[index].strip() if index < len(colors) else ""
+        title = titles[index].strip() if index < len(titles) else ""
         if kind.strip() or channel.strip():
-            rows.append((kind.strip(), channel.strip()))
+            rows.append((kind.strip(), channel.strip(), color, title))
     return rows
+
+
+def _saved_rows(settings: dict) -> list[tuple[str, str, str, str]]:
+    styles = settings["notify_styles"]
+    return [
+        (
+            kind,
+            channel,
+            styles.get(kind, {}).get("color", ""),
+            styles.get(kind, {}).get("title", ""),
+        )
+        for kind, channel in sorted(settings["notify_map"].items())
+    ]
 
 
 def _config_errors(settings, known, mirror_id, rows, callback_url, callback_secret) -> list[str]:
@@ -372,7 +400,13 @@ def _config_errors(settings, known, mirror_id, rows, callback_url, callback_secr
     if settings["active"] and not mirror_id:
         errors.append("An active environment needs a mirror channel: deactivate it first.")
     seen = set()
-    for kind, channel in rows:
+    for kind, channel, color, title in rows:
+        if color and not valid_color(color):
+            errors.append(
+                f"The colour for {kind!r}: good, warning, danger or a hex colour like #36a64f."
+            )
+        if len(title) > MAX_STYLE_TITLE:
+            errors.append(f"The title for {kind!r} is longer than {MAX_STYLE_TITLE} characters.")
         if not valid_notification_type(kind):
             errors.append(f"Notification type {kind or '(empty)'!r}: {NOTIFICATION_TYPE_RULE}.")
         elif kind in seen:

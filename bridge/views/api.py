@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
+from ..attachments import AttachmentError, validate_attachments
 from ..db import get_sender, get_store
 from ..errors import ApiError
 from ..openapi import (
@@ -218,10 +219,21 @@ def notify():
     body = _body()
     kind = _text(body, "type", limit=MAX_TYPE)
     text = _text(body, "text", limit=MAX_TEXT)
-    message = get_sender().notify(g.env, kind.strip(), text)
+    attachments = None
+    if body.get("attachments") is not None:
+        try:
+            attachments = validate_attachments(body["attachments"])
+        except AttachmentError as exc:
+            raise ApiError(400, "invalid_field", str(exc)) from None
+    message = get_sender().notify(g.env, kind.strip(), text, attachments)
+    return jsonify(notification_json(message)), 201
+
+
+def notification_json(message: dict[str, Any]) -> dict[str, Any]:
+    """A notification's answer: its status, and the post and channel once known."""
     payload = _delivery(message)
     if message["post_id"]:
         payload["post_id"] = message["post_id"]
     if message["channel_id"]:
         payload["channel_id"] = message["channel_id"]
-    return jsonify(payload), 201
+    return payload
