@@ -121,14 +121,25 @@ def test_procfile_under_honcho_runs_web_and_worker_and_ctrl_c_stops_both(tmp_pat
             honcho.wait(timeout=10)
         reader.join(timeout=10)
         honcho.stdout.close()
+        # honcho gives each process its own group: a failed run must not leave them behind.
+        for pid in started_pids("".join(lines)).values():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # stopped, as it should have
     output = "".join(lines)
-    pids = {name: int(pid) for name, pid in re.findall(r"(\w+)\.1 started \(pid=(\d+)\)", output)}
+    pids = started_pids(output)
     assert set(pids) == {"web", "worker"}, output
     assert re.search(r"web\.1\s+\| .*Listening at: http://127\.0\.0\.1:%d" % port, output)
     for name, pid in pids.items():
         assert re.search(rf"{name}\.1 stopped \(rc=0\)", output), output
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # nothing left of it
+
+
+def started_pids(output: str) -> dict[str, int]:
+    """The pid of each Procfile line, as honcho announces it ("web.1 started (pid=42)")."""
+    return {name: int(pid) for name, pid in re.findall(r"(\w+)\.1 started \(pid=(\d+)\)", output)}
 
 
 def heartbeat(database: Path) -> bool:
