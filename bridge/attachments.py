@@ -92,10 +92,6 @@ def _attachment(item: Any, where: str, strict: bool) -> dict[str, Any]:
             if url and not HTTP_URL.match(url):
                 raise AttachmentError(f"{where}.{key}", "must be an http:// or https:// URL")
             checked[key] = url
-    if checked.get("author_link") and not checked.get("author_name"):
-        raise AttachmentError(f"{where}.author_link", "needs author_name as well")
-    if checked.get("title_link") and not checked.get("title"):
-        raise AttachmentError(f"{where}.title_link", "needs title as well")
     if item.get("ts") is not None:
         ts = item["ts"]
         if isinstance(ts, bool) or not isinstance(ts, (str, int, float)):

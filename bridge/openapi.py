@@ -87,6 +87,11 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _each_nullable(properties: dict) -> dict:
+    """The same properties, each of which may also be null."""
+    return {name: {**schema, "nullable": True} for name, schema in properties.items()}
+
+
 def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
     schema = {"type": "object", "properties": properties}
     if required:
@@ -183,59 +188,62 @@ SPEC = {
                 ("error", "code"),
             ),
             # Mattermost's MessageAttachment (server/public/model/message_attachment.go),
-            # checked by bridge/attachments.py; title_link needs title, author_link needs
-            # author_name, and all of them together stay under 200,000 characters.
+            # checked by bridge/attachments.py; all of them together stay under 200,000
+            # characters. A link without its text is kept: Mattermost just does not show it.
             "Attachment": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {
-                    **{
-                        name: {"type": "string", "maxLength": 8000}
-                        for name in ("fallback", "pretext", "text")
-                    },
-                    **{
-                        name: {"type": "string", "maxLength": 1000}
-                        for name in ("author_name", "title", "footer")
-                    },
-                    "color": {
-                        "type": "string",
-                        "pattern": "^(good|warning|danger|#[0-9a-fA-F]{6})$",
-                    },
-                    **{
-                        name: {
+                # Each top-level field may be null: the API reads null as absent.
+                "properties": _each_nullable(
+                    {
+                        **{
+                            name: {"type": "string", "maxLength": 8000}
+                            for name in ("fallback", "pretext", "text")
+                        },
+                        **{
+                            name: {"type": "string", "maxLength": 1000}
+                            for name in ("author_name", "title", "footer")
+                        },
+                        "color": {
                             "type": "string",
-                            "maxLength": 2048,
-                            "pattern": "^https?://[^\\s/?#]+[^\\s]*$",
-                        }
-                        for name in (
-                            "author_link",
-                            "author_icon",
-                            "title_link",
-                            "image_url",
-                            "thumb_url",
-                            "footer_icon",
-                        )
-                    },
-                    "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-                    "fields": {
-                        "type": "array",
-                        "maxItems": 50,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "title": {"type": "string", "maxLength": 1000},
-                                "value": {
-                                    "oneOf": [
-                                        {"type": "string", "maxLength": 8000},
-                                        {"type": "integer"},
-                                    ]
+                            "pattern": "^(good|warning|danger|#[0-9a-fA-F]{6})?$",
+                        },
+                        **{
+                            name: {
+                                "type": "string",
+                                "maxLength": 2048,
+                                "pattern": "^([hH][tT][tT][pP][sS]?://[^\\s/?#]+[^\\s]*)?$",
+                            }
+                            for name in (
+                                "author_link",
+                                "author_icon",
+                                "title_link",
+                                "image_url",
+                                "thumb_url",
+                                "footer_icon",
+                            )
+                        },
+                        "ts": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+                        "fields": {
+                            "type": "array",
+                            "maxItems": 50,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "title": {"type": "string", "maxLength": 1000},
+                                    "value": {
+                                        "oneOf": [
+                                            {"type": "string", "maxLength": 8000},
+                                            {"type": "integer"},
+                                        ]
+                                    },
+                                    "short": {"type": "boolean"},
                                 },
-                                "short": {"type": "boolean"},
                             },
                         },
-                    },
-                },
+                    }
+                ),
             },
             "Message": _object(
                 {
@@ -429,10 +437,12 @@ SPEC = {
                             "text": _string(MAX_TEXT, required=True),
                             "attachments": {
                                 "type": "array",
+                                "nullable": True,
                                 "maxItems": 20,
                                 "description": "Slack-compatible message attachments "
                                 "(Mattermost's MessageAttachment); a bad one is a 400 naming "
-                                "the field, e.g. attachments[0].color.",
+                                "the field, e.g. attachments[0].color. Optional: absent, null "
+                                "and empty all mean none.",
                                 "items": {"$ref": "#/components/schemas/Attachment"},
                             },
                         },

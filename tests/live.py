@@ -110,15 +110,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition()`` until it is true; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached after {timeout} s")
-        time.sleep(0.02)
-
-
 class LiveBridge:
     """gunicorn serving ``app:app`` with a fresh instance folder.
 
@@ -245,7 +236,7 @@ class LiveBridge:
                 conn.close()
             return unrouted == 0
 
-        wait_until(routed, timeout, "every kept webhook call routed")
+        wait_until(routed, timeout, what="every kept webhook call routed")
 
     def api_key(self, env: str = "test") -> str:
         return self.cli("api-key", env).stdout.strip().splitlines()[-1]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import configure_env
-from tests.live import LiveBridge, retry_counts
+from tests.live import LiveBridge, retry_counts, wait_until
 
 pytestmark = pytest.mark.integration
 WEBHOOK_TOKEN = "test-webhook-token-0123456"  # what configure_env sets for "test"
@@ -109,15 +108,6 @@ def bridge2(tmp_path_factory):
         yield bridge
 
 
-def wait_until(condition, what: str, timeout: float = 120.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_burst_through_outage_lost_answers_errors_rate_limits_and_slowness_posts_each_once(
     bridge2, mm
 ):
@@ -163,9 +153,9 @@ def test_burst_through_outage_lost_answers_errors_rate_limits_and_slowness_posts
     def faults():
         """The stand-in's bad afternoon, each step started by what has happened."""
         try:
-            wait_until(lambda: posts_requested() >= 50, "50 posts before the outage")
+            wait_until(lambda: posts_requested() >= 50, 120, what="50 posts before the outage")
             mm.stop()  # down until sends give up: some messages are left failed
-            wait_until(lambda: failed_sends() >= 2, "sends failed by the outage")
+            wait_until(lambda: failed_sends() >= 2, 120, what="sends failed by the outage")
             mm.restart()
             mm.fail_next(40, 500)
             mm.lose_next_answers(20)  # saved, then the connection is cut

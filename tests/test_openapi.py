@@ -51,6 +51,8 @@ def json_schema(schema):
     if isinstance(schema, dict):
         converted = {key: json_schema(value) for key, value in schema.items() if key != "nullable"}
         if schema.get("nullable"):
+            if "type" not in schema:  # e.g. a oneOf: null is one more choice
+                return {"anyOf": [converted, {"type": "null"}]}
             converted["type"] = [schema["type"], "null"]
         return converted
     if isinstance(schema, list):
