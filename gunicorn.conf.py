@@ -20,9 +20,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # at most the sender's 8 s retry budget plus one call's (3.05 + 10) s timeout,
 # about 21 s, and holds one thread meanwhile. A gthread worker keeps
 # accepting connections while all its threads are busy (they queue inside
-# it), so each worker needs spare threads of its own: with 8, the issue's
-# six slow sends still leave two free even when they all land on one worker,
-# and 16 requests can wait on Mattermost at once before anything queues.
+# it, even when the other worker is idle), so each worker needs spare
+# threads of its own: with 8, the six slow sends still leave two
+# free even when they all land on one worker. A request queues only once
+# eight others wait on Mattermost in the same worker.
 # Each thread keeps one SQLite connection (page cache at most 2 MB), so 8
 # threads add at most 16 MB to a worker, inside the 80 MB budget.
 worker_class = "gthread"

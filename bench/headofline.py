@@ -181,8 +181,10 @@ def run(workdir: Path, *, quick: bool, gunicorn_args: tuple[str, ...] = ()) -> S
                 "ms",
                 f"< {BUDGET_MS:.0f} ms",
                 p95 is not None and p95 < BUDGET_MS and busy["failed"] == 0,
-                note=f"median {busy.get('median_ms', 0):.1f} ms, max {busy.get('max_ms', 0):.1f} ms,"
-                f" n={busy.get('n', 0)}, failed {busy['failed']}",
+                note=(
+                    f"median {busy.get('median_ms', 0):.1f} ms, max {busy.get('max_ms', 0):.1f}"
+                    f" ms, n={busy.get('n', 0)}, failed {busy['failed']}"
+                ),
             )
         )
     f.append(

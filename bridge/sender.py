@@ -2,7 +2,8 @@
 
 Every message is stored before it is sent, so nothing is lost when
 Mattermost is down: it stays ``failed`` with the cause and the time of its
-next attempt, and the worker (``flask --app app worker``) sends it then. Each message carries a stable ``pending_key`` that is passed to
+next attempt, and the worker (``flask --app app worker``) sends it then.
+Each message carries a stable ``pending_key`` that is passed to
 Mattermost as ``pending_post_id``, so a retry within the server's 30 s
 deduplication window never posts twice; a later retry first looks for the
 message's key in the props of the thread's or channel's posts. Split messages

@@ -882,9 +882,11 @@ class MattermostStandin:
                 per_page = int(per_page) if per_page.isdigit() else 60
                 found = [p for p in in_channel if not p["delete_at"]][::-1][:per_page]
                 order = [p["id"] for p in found]
+            # One pass for every thread's reply count: a retry reads long threads.
+            replies = self._reply_stats({p["root_id"] or p["id"] for p in found})
             return 200, {
                 "order": order,
-                "posts": {p["id"]: self._post_for_client(p) for p in found},
+                "posts": {p["id"]: self._post_for_client(p, replies=replies) for p in found},
                 "next_post_id": "",
                 "prev_post_id": "",
                 "has_next": False,
@@ -963,9 +965,10 @@ class MattermostStandin:
             # Newest first, like PostList.SortByCreateAt; creation order breaks same-ms ties.
             thread.sort(key=lambda p: p["create_at"])
             thread.reverse()
+            replies = self._reply_stats({root_id})
             return 200, {
                 "order": [p["id"] for p in thread],
-                "posts": {p["id"]: self._post_for_client(p) for p in thread},
+                "posts": {p["id"]: self._post_for_client(p, replies=replies) for p in thread},
                 "next_post_id": "",
                 "prev_post_id": "",
                 "has_next": False,
@@ -1165,25 +1168,36 @@ class MattermostStandin:
             channel["total_msg_count_root"] += 1
         return post
 
-    def _post_for_client(self, post: dict, *, keep_pending_id: bool = False) -> dict:
+    def _post_for_client(
+        self, post: dict, *, keep_pending_id: bool = False, replies: dict | None = None
+    ) -> dict:
         """The Post JSON: reply counts filled in, empty file_ids omitted.
 
         pending_post_id is not a database column, so only the creating
         response echoes it; reads (and a deduplicated repeat) carry "".
+
+        :param replies: :meth:`_reply_stats` already computed for a list of posts.
         """
         root_id = post["root_id"] or post["id"]
-        replies = [
-            p["create_at"] for p in self.posts if p["root_id"] == root_id and not p["delete_at"]
-        ]
+        count, last = (replies or self._reply_stats({root_id})).get(root_id, (0, 0))
         client = dict(post, props=dict(post["props"]), metadata={})
-        client["reply_count"] = len(replies)
-        client["last_reply_at"] = max(replies, default=0)
+        client["reply_count"] = count
+        client["last_reply_at"] = last
         client["participants"] = None
         if not keep_pending_id:
             client["pending_post_id"] = ""
         if not client["file_ids"]:
             del client["file_ids"]
         return client
+
+    def _reply_stats(self, root_ids: set[str]) -> dict[str, tuple[int, int]]:
+        """Reply count and last reply time of each thread, in one pass over the posts."""
+        stats: dict[str, tuple[int, int]] = {}
+        for p in self.posts:
+            if p["root_id"] in root_ids and not p["delete_at"]:
+                count, last = stats.get(p["root_id"], (0, 0))
+                stats[p["root_id"]] = (count + 1, max(last, p["create_at"]))
+        return stats
 
     # -------------------------------------------------------------- webhooks
 

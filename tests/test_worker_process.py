@@ -119,6 +119,6 @@ def test_worker_once_makes_one_pass_and_exits(runner, store, env, mm):
     make_due(store, message["id"])
     result = runner.invoke(args=["worker", "--once"])
     assert result.exit_code == 0, result.output
-    assert "messages 1 sent" in result.output
+    assert result.output.strip() == "messages 1 sent"
     assert store.message(message["id"])["status"] == "sent"
     assert runner.invoke(args=["worker", "--once"]).output.strip() == "Nothing to do."
