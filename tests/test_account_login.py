@@ -144,11 +144,15 @@ def test_an_expired_session_logs_in_again_once_and_resends_the_same_post(mock, s
     assert post["id"] == POST
     assert len(calls(mock, LOGIN)) == 2
     first, second = calls(mock, POSTS)
-    assert first.json() == second.json() == {
-        "channel_id": CHANNEL,
-        "message": "hello",
-        "pending_post_id": "pend:1",
-    }
+    assert (
+        first.json()
+        == second.json()
+        == {
+            "channel_id": CHANNEL,
+            "message": "hello",
+            "pending_post_id": "pend:1",
+        }
+    )
     assert [first.headers["Authorization"], second.headers["Authorization"]] == [
         "Bearer sess1",
         "Bearer sess2",
