@@ -148,7 +148,7 @@ class AuthForm(FlaskForm):
 
 
 AUTH_MODE_CHOICES = [
-    ("token", "Bot token"),
+    ("token", "Bot account (its access token)"),
     ("login", "Account login (username or e-mail + password)"),
 ]
 
