@@ -62,9 +62,7 @@ def test_the_auth_mode_switch_shows_one_mode_and_warns_about_an_account(page: Pa
     page.get_by_role("button", name="Save and verify").click()
     expect(result).to_contain_text("Saved and verified.", timeout=TIMEOUT)
     facts = result.locator("dl.facts")
-    expect(facts.locator("dt:has-text('Signed in as') + dd")).to_have_text(
-        "@relay (account login)"
-    )
+    expect(facts.locator("dt:has-text('Signed in as') + dd")).to_have_text("@relay (account login)")
     expect(facts.locator("dt:has-text('Bot account') + dd")).to_contain_text("no — an ordinary")
     # The swapped-in form keeps the mode; the password is never shown back.
     expect(page.get_by_label(LOGIN_CHOICE)).to_be_checked()
