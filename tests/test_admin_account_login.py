@@ -154,3 +154,51 @@ def test_an_unknown_auth_mode_is_refused(admin, store, mm):
     response = save_auth(admin, auth_mode="cookie", login_id="relay", password=PASSWORD)
     assert "choose bot token or account login" in response.get_data(as_text=True)
     assert logins_to(mm, SERVER) == []
+
+
+def test_the_checklist_warns_that_an_account_login_is_not_a_bot(admin, store, mm):
+    save_auth(admin, login_id="relay", password=PASSWORD)
+    page = admin.get("/checklist").get_data(as_text=True)
+    item = page[page.index('data-item="bot_token"') :][:1500]
+    assert '<span class="badge warn">warning</span>' in item
+    assert "@relay signs in by account login: a regular user account, not a bot account" in item
+
+
+# -- configure --login-id ID --password P ------------------------------------------------
+
+
+def test_configure_saves_a_verified_account_login(runner, store, mm):
+    result = runner.invoke(
+        args=["configure", "test", "--server-url", SERVER, "--login-id", "relay"]
+        + ["--password", PASSWORD]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Verified @relay, by account login: NOT a bot account" in result.output
+    assert PASSWORD not in result.output
+    settings = store.environment("test")
+    assert (settings["auth_mode"], settings["login_id"], settings["password"]) == (
+        "login",
+        "relay",
+        PASSWORD,
+    )
+
+
+def test_configure_refuses_a_token_and_a_login_together(runner, store, mm):
+    result = runner.invoke(
+        args=["configure", "test", "--server-url", SERVER, "--bot-token", BOT_TOKEN]
+        + ["--login-id", "relay", "--password", PASSWORD]
+    )
+    assert result.exit_code == 2
+    assert "give --bot-token, or --login-id and --password, not both" in result.output
+    assert mm.call_count == 0
+
+
+def test_configure_sends_the_saved_password_to_no_new_server(runner, store, mm):
+    args = ["configure", "test", "--server-url", SERVER, "--login-id", "relay"]
+    assert runner.invoke(args=args + ["--password", PASSWORD]).exit_code == 0
+    result = runner.invoke(args=["configure", "test", "--server-url", ELSEWHERE])
+    assert result.exit_code == 1
+    assert "The server URL changed: type the password again." in result.output
+    assert "(--password); nothing saved" in result.output
+    assert logins_to(mm, ELSEWHERE) == []
+    assert store.environment("test")["server_url"] == SERVER
