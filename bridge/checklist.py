@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import mattermost as mm
-from .integration import verify_bot
+from .integration import has_credentials, verify_bot
 from .store import Store
 from .store.sources import SOURCE_ACTIONS
 
 OK, FAILING, NOT_YET = "ok", "failing", "not yet"
+# Evidence that does not stop an item from holding, but is not ticked by itself:
+# an admin has to tick it knowingly (an account login, which is not a bot).
+WARNING = "warning"
 EVIDENCE_TICKER = "bridge (evidence)"
 
 
@@ -79,6 +82,15 @@ class EnvironmentChecklist:
 def _bot_verified(store: Store, settings: dict, context: dict) -> Evidence:
     filters = {"env": settings["name"], "direction": "outbound"}
     if settings["bot_user_id"]:
+        if not settings["bot_is_bot"] and settings["auth_mode"] == "login":
+            return Evidence(
+                WARNING,
+                f"@{settings['bot_username']} signs in by account login: a regular user "
+                "account, not a bot account (its posts show under that person's name); "
+                "tick this if that is intended",
+                settings["verified_at"],
+                filters,
+            )
         if not settings["bot_is_bot"]:
             return Evidence(
                 FAILING,
@@ -101,7 +113,7 @@ def _bot_verified(store: Store, settings: dict, context: dict) -> Evidence:
 
 def _separate_bot(store: Store, settings: dict, context: dict) -> Evidence:
     evidence = _bot_verified(store, settings, context)
-    if evidence.state != OK:
+    if evidence.state not in (OK, WARNING):
         return evidence
     test_bot = context["test"]["bot_user_id"]
     if test_bot and test_bot == settings["bot_user_id"]:
@@ -114,13 +126,16 @@ def _separate_bot(store: Store, settings: dict, context: dict) -> Evidence:
         )
     if not test_bot:
         return Evidence(
-            OK,
+            evidence.state,
             evidence.detail + "; the test bot is not verified yet, so the difference is unchecked",
             evidence.at,
             evidence.log_filters,
         )
     return Evidence(
-        OK, evidence.detail + "; differs from the test bot", evidence.at, evidence.log_filters
+        evidence.state,
+        evidence.detail + "; differs from the test bot",
+        evidence.at,
+        evidence.log_filters,
     )
 
 
@@ -149,18 +164,19 @@ def _membership(store: Store, settings: dict, context: dict) -> Evidence:
 
 
 def _auth_filled(store: Store, settings: dict, context: dict) -> Evidence:
+    credential = "account login" if settings["auth_mode"] == "login" else "bot token"
     missing = [
         label
-        for label, key in (
-            ("server URL", "server_url"),
-            ("bot token", "bot_token"),
-            ("webhook token", "webhook_token"),
+        for label, present in (
+            ("server URL", settings["server_url"]),
+            (credential, has_credentials(settings)),
+            ("webhook token", settings["webhook_token"]),
         )
-        if not settings[key]
+        if not present
     ]
     if missing:
         return Evidence(NOT_YET, "missing: " + ", ".join(missing))
-    return Evidence(OK, "server URL, bot token and webhook token saved", settings["updated_at"])
+    return Evidence(OK, f"server URL, {credential} and webhook token saved", settings["updated_at"])
 
 
 def _channel_ids(store: Store, settings: dict, context: dict) -> Evidence:

@@ -20,10 +20,10 @@ from .integration import (
     NOTIFICATION_TYPE_RULE,
     TokenNeeded,
     activation_problems,
+    credential_for_server,
     logged_client,
     mask_secret,
     new_api_key,
-    token_for_server,
     valid_notification_type,
     verify_bot,
 )
@@ -67,6 +67,11 @@ def set_password_command(password: str | None) -> None:
 @click.argument("env", type=ENV_CHOICE)
 @click.option("--server-url", help="Mattermost server, e.g. https://chat.example.com")
 @click.option("--bot-token", help="The bot account's access token.")
+@click.option(
+    "--login-id",
+    help="Account login instead of a bot token (servers without bots): username or e-mail.",
+)
+@click.option("--password", help="The --login-id account's password.")
 @click.option("--webhook-token", help="The outgoing webhook's token.")
 @click.option("--channel", "channel_id", help="Mirror channel id.")
 @click.option(
@@ -80,11 +85,13 @@ def set_password_command(password: str | None) -> None:
 @click.option("--callback-secret", help="Secret that signs reply callbacks.")
 @click.option("--activate/--deactivate", default=None, help="Switch the integration on or off.")
 def configure_command(env: str, **options) -> None:
-    """Configure an environment; the token is verified before anything is saved."""
+    """Configure an environment; the token or login is verified before anything is saved."""
     store = get_store()
     store.migrate()
     settings = store.environment(env)
     given = {key: value for key, value in options.items() if value not in (None, ())}
+    if "bot_token" in given and ({"login_id", "password"} & set(given)):
+        raise click.UsageError("give --bot-token, or --login-id and --password, not both")
     fields = _plain_fields(given)
     if "notify" in given:
         fields["notify_map"] = _parse_notify(given["notify"])
@@ -95,7 +102,7 @@ def configure_command(env: str, **options) -> None:
         )
 
     if set(given) != {"activate"}:  # only switching off/on needs no server
-        fields.update(_verified_identity(store, settings, fields))
+        fields.update(_verified_identity(store, settings, fields, given))
     settings = {**settings, **fields}
     if "mirror_channel_id" in fields or "notify_map" in fields:
         names = _warn_about_channels(store, settings)
@@ -116,7 +123,6 @@ def configure_command(env: str, **options) -> None:
 def _plain_fields(given: dict) -> dict:
     names = {
         "server_url": "server_url",
-        "bot_token": "bot_token",
         "webhook_token": "webhook_token",
         "channel_id": "mirror_channel_id",
         "callback_url": "callback_url",
@@ -146,24 +152,49 @@ def _parse_notify(pairs: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
-def _verified_identity(store, settings: dict, fields: dict) -> dict:
-    """Check the (new or saved) token against the server; stop on failure."""
+def _verified_identity(store, settings: dict, fields: dict, given: dict) -> dict:
+    """Check the (new or saved) token or login against the server; stop on failure.
+
+    The fields to save: who the server says it is, and the credential used.
+    """
     server_url = fields.get("server_url", settings["server_url"])
+    login = bool({"login_id", "password"} & set(given))
+    mode = "login" if login else "token" if "bot_token" in given else settings["auth_mode"]
     try:
-        token = token_for_server(settings, server_url, fields.get("bot_token"))
-    except TokenNeeded:
+        credential = credential_for_server(
+            settings,
+            server_url,
+            mode,
+            typed_token=given.get("bot_token"),
+            login_id=given.get("login_id"),
+            typed_password=given.get("password"),
+        )
+    except TokenNeeded as exc:
+        if mode == "login":
+            raise click.ClickException(f"{exc} (--password); nothing saved") from None
         raise click.ClickException(
             "a new --server-url needs --bot-token too: the saved token is only sent to "
             f"the saved server ({settings['server_url']}); nothing saved"
         ) from None
-    if not server_url or not token:
-        raise click.ClickException("need --server-url and --bot-token (nothing saved yet)")
-    client = logged_client(store, settings, server_url=server_url, token=token)
+    if not server_url or not credential.present:
+        need = "--login-id and --password" if mode == "login" else "--bot-token"
+        raise click.ClickException(f"need --server-url and {need} (nothing saved yet)")
+    client = logged_client(
+        store,
+        settings,
+        server_url=server_url,
+        token=None if credential.login else credential.token,
+        login=credential.login,
+    )
     try:
         identity = verify_bot(client)
     except mm.MattermostError as exc:
-        raise click.ClickException(f"token check failed, nothing saved: {exc}") from None
-    kind = "bot account" if identity.is_bot else "NOT a bot account (use a bot)"
+        what = "login" if mode == "login" else "token"
+        raise click.ClickException(f"{what} check failed, nothing saved: {exc}") from None
+    if mode == "login":
+        kind = "by account login: NOT a bot account (its posts show under its name)"
+    else:
+        kind = "bot account" if identity.is_bot else "NOT a bot account (use a bot)"
     click.echo(f"Verified @{identity.username}, {kind}, Mattermost {identity.server_version}.")
     other = store.environment("test" if settings["name"] == "production" else "production")
     if other["bot_user_id"] and other["bot_user_id"] == identity.user_id:
@@ -172,7 +203,7 @@ def _verified_identity(store, settings: dict, fields: dict) -> dict:
             "needs its own bot account (the checklist will say so).",
             err=True,
         )
-    return identity.as_fields()
+    return {**identity.as_fields(), **credential.as_fields()}
 
 
 def _warn_about_channels(store, settings: dict) -> dict[str, str]:

@@ -32,6 +32,25 @@ class TokenNeeded(ValueError):
     """A new server URL came without a token: the saved one must not go there."""
 
 
+# How an environment signs in to Mattermost: a bot's access token, or an
+# ordinary account's login (for servers where bot accounts are disabled).
+AUTH_MODES = {"token": "bot token", "login": "account login"}
+
+
+def has_credentials(settings: dict[str, Any]) -> bool:
+    """Whether the environment has what its auth mode needs to reach Mattermost."""
+    if settings.get("auth_mode") == "login":
+        return bool(settings["login_id"] and settings["password"])
+    return bool(settings["bot_token"])
+
+
+def saved_login(settings: dict[str, Any]) -> mm.AccountLogin | None:
+    """The saved account login, when the environment signs in that way."""
+    if settings.get("auth_mode") == "login" and settings["login_id"]:
+        return mm.AccountLogin(settings["login_id"], settings["password"])
+    return None
+
+
 def token_for_server(settings: dict[str, Any], server_url: str, typed_token: str | None) -> str:
     """The bot token that may be sent to ``server_url``.
 
@@ -52,6 +71,91 @@ def token_for_server(settings: dict[str, Any], server_url: str, typed_token: str
     return settings["bot_token"]
 
 
+def password_for_server(
+    settings: dict[str, Any], server_url: str, login_id: str, typed_password: str | None
+) -> str:
+    """The password that may be sent to ``server_url`` for ``login_id``.
+
+    The same rule as :func:`token_for_server`: the saved password goes only to
+    the saved server, and only for the saved account.
+
+    :raises TokenNeeded: the URL or the account differs and no password was typed.
+    """
+    typed = typed_password or ""
+    if typed:
+        return typed
+    saved = settings["password"] if settings.get("auth_mode") == "login" else ""
+    if saved and server_url != settings["server_url"]:
+        raise TokenNeeded(
+            "The server URL changed: type the password again. The saved password is only "
+            f"sent to the saved server ({settings['server_url']})."
+        )
+    if saved and login_id.strip().lower() != settings["login_id"].lower():
+        raise TokenNeeded(
+            "The account changed: type its password. The saved password is only sent "
+            f"for the saved account ({settings['login_id']})."
+        )
+    return saved
+
+
+@dataclass
+class Credential:
+    """What an environment signs in with, as typed on a screen or the command line."""
+
+    mode: str  # a key of AUTH_MODES
+    token: str = ""
+    login: mm.AccountLogin | None = None
+    new: bool = False  # differs from the saved one: verify before saving
+
+    @property
+    def present(self) -> bool:
+        return bool(self.token) if self.mode == "token" else bool(self.login)
+
+    @property
+    def label(self) -> str:
+        return AUTH_MODES[self.mode]
+
+    def as_fields(self) -> dict[str, Any]:
+        """The columns to save; the other mode's secret is cleared, so it never
+        reaches a server it was not saved for."""
+        if self.mode == "login" and self.login:
+            return {
+                "auth_mode": "login",
+                "login_id": self.login.login_id,
+                "password": self.login.password,
+                "bot_token": "",
+            }
+        return {"auth_mode": "token", "bot_token": self.token, "login_id": "", "password": ""}
+
+
+def credential_for_server(
+    settings: dict[str, Any],
+    server_url: str,
+    mode: str,
+    *,
+    typed_token: str | None = None,
+    login_id: str | None = None,
+    typed_password: str | None = None,
+) -> Credential:
+    """The credential of ``mode`` that may be sent to ``server_url``: typed, else saved.
+
+    :raises TokenNeeded: a saved secret would go to another server or account.
+    """
+    switched = mode != settings["auth_mode"]
+    if mode != "login":
+        if switched:  # from an account login: no saved token to fall back on
+            token = (typed_token or "").strip()
+        else:
+            token = token_for_server(settings, server_url, typed_token)
+        return Credential("token", token=token, new=switched or token != settings["bot_token"])
+    login_id = (login_id or "").strip() or settings["login_id"]
+    password = password_for_server(settings, server_url, login_id, typed_password)
+    if not login_id or not password:
+        return Credential("login", new=True)
+    new = switched or login_id != settings["login_id"] or password != settings["password"]
+    return Credential("login", login=mm.AccountLogin(login_id, password), new=new)
+
+
 def logged_client(
     store: Store,
     settings: dict[str, Any],
@@ -61,11 +165,14 @@ def logged_client(
     message: dict[str, Any] | None = None,
     server_url: str | None = None,
     token: str | None = None,
+    login: mm.AccountLogin | None = None,
     sink: list[mm.CallRecord] | None = None,
 ) -> mm.MattermostClient:
     """A client for an environment whose every call is written to the log.
 
-    ``server_url``/``token`` override the saved ones (verifying before saving).
+    It signs in as the environment's auth mode says: the bot token, or the
+    account login. ``server_url`` and ``token`` or ``login`` override the
+    saved ones (verifying before saving).
     With ``sink``, the calls are collected there instead, for the caller to
     write in the same transaction as the outcome (:func:`call_log_fields`).
     """
@@ -77,9 +184,13 @@ def logged_client(
         else:
             store.log(**call_log_fields(env, message, record))
 
+    if token is None and login is None:
+        login = saved_login(settings)
+        token = settings["bot_token"]
     return mm.MattermostClient(
         server_url if server_url is not None else settings["server_url"],
-        token if token is not None else settings["bot_token"],
+        "" if login else token or "",
+        login=login,
         session=session,
         timeout=timeout,
         on_call=log_call,
@@ -189,10 +300,11 @@ def team_channel_label(channel: dict[str, Any]) -> str:
 def activation_problems(settings: dict[str, Any]) -> list[str]:
     """What stops an environment from being activated; empty when it can be."""
     problems = []
-    if not settings["server_url"] or not settings["bot_token"]:
-        problems.append("fill in the server URL and bot token")
+    what = "account login" if settings.get("auth_mode") == "login" else "bot token"
+    if not settings["server_url"] or not has_credentials(settings):
+        problems.append(f"fill in the server URL and {what}")
     elif not settings["bot_user_id"]:
-        problems.append("verify the bot token")
+        problems.append(f"verify the {what}")
     if not settings["mirror_channel_id"]:
         problems.append("choose a mirror channel")
     return problems
@@ -203,6 +315,11 @@ def new_api_key(store: Store, env: str) -> str:
     key = f"mmb_{env[:4]}_{secrets.token_urlsafe(32)}"
     store.update_environment(env, api_key_hash=hash_api_key(key))
     return key
+
+
+def mask_password(password: str) -> str:
+    """A saved password shows as dots only: not one of its characters."""
+    return "•" * 8 if password else ""
 
 
 def mask_secret(secret: str) -> str:

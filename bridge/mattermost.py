@@ -5,16 +5,23 @@ environment has its own bot token, so the token travels in the request's
 headers rather than the shared session's. Every call has a (connect, read)
 timeout. Failures raise a :class:`MattermostError` subclass whose message an
 admin can act on; the token never appears in one.
+
+Where bot accounts are disabled, an environment may use an ordinary account
+instead (:class:`AccountLogin`): the client logs in with
+``POST /api/v4/users/login``, keeps the session token from the ``Token``
+header in a per-process cache (:data:`_sessions`), and on a 401 logs in again
+once and re-sends the same request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,6 +101,10 @@ class Unauthorized(MattermostError):
     """401: the token is invalid or revoked."""
 
 
+class LoginFailed(Unauthorized):
+    """The server refused the account's login (wrong password, locked, MFA, ...)."""
+
+
 class Forbidden(MattermostError):
     """403: typically the bot is not a member of the channel."""
 
@@ -141,6 +152,82 @@ class CallRecord:
 Observer = Callable[[CallRecord], None]
 
 
+# -- account login ------------------------------------------------------------------
+
+# Mattermost's answer to a wrong login id or password (api4/user.go login, whose
+# deferred handler rewrites every credential failure to one of these ids).
+INVALID_CREDENTIALS = "api.user.login.invalid_credentials"
+
+
+@dataclass(frozen=True)
+class AccountLogin:
+    """An ordinary account that logs in: its username or e-mail, and password."""
+
+    login_id: str
+    password: str = field(repr=False)
+
+    def cache_key(self, base_url: str) -> tuple[str, str, str]:
+        # The password's digest is part of the key: a changed (or mistyped)
+        # password never rides on a session the old one opened.
+        digest = hashlib.sha256(self.password.encode()).hexdigest()
+        return (base_url, self.login_id.lower(), digest)
+
+
+class _SessionCache:
+    """Session tokens of logged-in accounts, shared by the threads of one process.
+
+    One lock per account, so that when a session expires under several threads
+    at once only one of them logs in and the others take its token. After a 429
+    from the login, nobody tries again before the server's Retry-After.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._tokens: dict[tuple, str] = {}
+        self._account_locks: dict[tuple, threading.Lock] = {}
+        self._not_before: dict[tuple, float] = {}
+
+    def account_lock(self, key: tuple) -> threading.Lock:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked worker starts with nothing held
+                self._reset()
+            return self._account_locks.setdefault(key, threading.Lock())
+
+    def get(self, key: tuple) -> str:
+        with self._lock:
+            return self._tokens.get(key, "")
+
+    def put(self, key: tuple, token: str) -> None:
+        with self._lock:
+            self._tokens[key] = token
+            self._not_before.pop(key, None)
+
+    def drop(self, key: tuple, token: str) -> None:
+        """Forget ``token`` if it is still the account's (another thread may have renewed it)."""
+        with self._lock:
+            if self._tokens.get(key) == token:
+                del self._tokens[key]
+
+    def wait_left(self, key: tuple) -> float:
+        with self._lock:
+            return max(0.0, self._not_before.get(key, 0.0) - time.monotonic())
+
+    def hold_off(self, key: tuple, seconds: float) -> None:
+        with self._lock:
+            self._not_before[key] = time.monotonic() + seconds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+_sessions = _SessionCache()
+
+
 # -- the client ---------------------------------------------------------------------
 
 
@@ -149,6 +236,7 @@ class MattermostClient:
 
     :param base_url: the server, e.g. ``https://chat.example.com``.
     :param token: the bot's personal access token.
+    :param login: an ordinary account to log in as instead of ``token``.
     :param session: the Session to use; the process's shared one by default.
     :param timeout: ``(connect, read)`` seconds for every call.
     :param on_call: called with a :class:`CallRecord` after every call.
@@ -157,14 +245,16 @@ class MattermostClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str = "",
         *,
+        login: AccountLogin | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         on_call: Observer | None = None,
     ):
         self.base_url = normalize_server_url(base_url)
         self.token = token
+        self.login = login
         self.session = session or shared_session()
         self.timeout = timeout
         self.on_call = on_call
@@ -264,20 +354,13 @@ class MattermostClient:
         started = time.perf_counter()
         status = None
         try:
-            try:
-                response = self.session.request(
-                    method,
-                    self.base_url + path,
-                    headers={"Authorization": f"Bearer {self.token}"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    **kwargs,
-                )
-            except requests.RequestException as exc:
-                raise _transport_error(self.base_url, exc) from None
+            response = self._send(method, path, kwargs)
             status = response.status_code
             if status >= 400 or status in (301, 302, 303, 307, 308):
-                raise _http_error(self.base_url, response)
+                error = _http_error(self.base_url, response)
+                if isinstance(error, Unauthorized) and self.login is not None:
+                    error = _session_refused(self.login, error)
+                raise error
             data = _json_body(self.base_url, response, expect)
         except MattermostError as exc:
             self._record(action, method, target, status, started, error=str(exc))
@@ -285,6 +368,88 @@ class MattermostClient:
         post_id = data.get("id", "") if method == "POST" else ""
         self._record(action, method, target, status, started, post_id=post_id)
         return response, data
+
+    def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> requests.Response:
+        """Send with the bot token, or with the account's session, logging in as needed."""
+        if self.login is None:
+            return self._request(method, path, self.token, kwargs)
+        token = self._session_token()
+        response = self._request(method, path, token, kwargs)
+        if response.status_code == 401:
+            # Sessions expire (SessionLengthWebInHours) or get revoked: log in again
+            # ONCE and re-send the very same request; a post keeps its
+            # pending_post_id, so the server still drops a repeat. A second 401
+            # is reported, never retried in a loop.
+            token = self._session_token(stale=token)
+            response = self._request(method, path, token, kwargs)
+        return response
+
+    def _request(
+        self, method: str, path: str, token: str, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        try:
+            return self.session.request(
+                method,
+                self.base_url + path,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
+            )
+        except requests.RequestException as exc:
+            raise _transport_error(self.base_url, exc) from None
+
+    def _session_token(self, stale: str = "") -> str:
+        """The account's session token; a new login when there is none or it is ``stale``."""
+        assert self.login is not None
+        key = self.login.cache_key(self.base_url)
+        with _sessions.account_lock(key):
+            if stale:
+                _sessions.drop(key, stale)
+            token = _sessions.get(key)
+            if token:
+                return token  # ours, or one another thread got meanwhile
+            wait = _sessions.wait_left(key)
+            if wait > 0:
+                raise RateLimited(
+                    f"Mattermost limited the logins of {self.login.login_id!r} (429): "
+                    f"the next login is in {wait:.0f} s.",
+                    retry_after=wait,
+                    status=429,
+                )
+            try:
+                token = self._log_in()
+            except RateLimited as exc:
+                _sessions.hold_off(key, exc.retry_after)
+                raise
+            _sessions.put(key, token)
+            return token
+
+    def _log_in(self) -> str:
+        """``POST /api/v4/users/login``: the session token from the ``Token`` header."""
+        assert self.login is not None
+        login_id = self.login.login_id
+        started = time.perf_counter()
+        status = None
+        try:
+            body = {"login_id": login_id, "password": self.login.password}
+            response = self._request("POST", "/api/v4/users/login", "", {"json": body})
+            status = response.status_code
+            if status >= 400 or status in (301, 302, 303, 307, 308):
+                raise _login_error(self.base_url, login_id, response)
+            _json_body(self.base_url, response, dict)
+            token = response.headers.get("Token", "")
+            if not token:
+                raise NotMattermost(
+                    f"{urlsplit(self.base_url).netloc} answered the login of {login_id!r} "
+                    "without a session token (no Token header). Check the server URL.",
+                    status=status,
+                )
+        except MattermostError as exc:
+            self._record("login", "POST", login_id, status, started, error=str(exc))
+            raise
+        self._record("login", "POST", login_id, status, started)
+        return token
 
     def _record(self, action, method, target, status, started, error="", post_id="") -> None:
         if self.on_call is None:
@@ -397,6 +562,44 @@ def _http_error(base_url: str, response: requests.Response) -> MattermostError:
     if status >= 500:
         return ServerError(f"{status}: Mattermost server error." + suffix, **fields)
     return MattermostError(f"unexpected HTTP {status} from Mattermost." + suffix, **fields)
+
+
+def _login_error(base_url: str, login_id: str, response: requests.Response) -> MattermostError:
+    """Why the login of ``login_id`` failed, naming the account (never the password)."""
+    error = _http_error(base_url, response)
+    if isinstance(error, RateLimited):
+        error.message = (
+            f"Mattermost limited the logins of {login_id!r} (429): the next login is "
+            f"in {error.retry_after:.0f} s."
+        )
+        error.args = (error.message,)
+        return error
+    if not isinstance(error, (Unauthorized, BadRequest, Forbidden)):
+        return error
+    body = _error_body(response)
+    server_says = str(body.get("message", "")).strip()
+    if str(body.get("id", "")).startswith(INVALID_CREDENTIALS):
+        reason = "wrong username/e-mail or password"
+    else:
+        reason = server_says.rstrip(".") or f"HTTP {response.status_code}"
+    return LoginFailed(
+        f"Mattermost refused the login of account {login_id!r}: {reason}.",
+        status=error.status,
+        error_id=error.error_id,
+        detail=error.detail,
+    )
+
+
+def _session_refused(login: AccountLogin, error: MattermostError) -> Unauthorized:
+    """A 401 that even a fresh login did not cure (the session revoked at once, ...)."""
+    server_says = error.message.partition("(Mattermost says:")[2]
+    suffix = f" (Mattermost says:{server_says}" if server_says else ""
+    return Unauthorized(
+        f"401 for account {login.login_id!r} even right after logging in again." + suffix,
+        status=error.status,
+        error_id=error.error_id,
+        detail=error.detail,
+    )
 
 
 def _json_body(base_url: str, response: requests.Response, expect: type) -> Any:

@@ -22,7 +22,7 @@ import requests
 
 from . import mattermost as mm
 from .attachments import styled
-from .integration import call_log_fields, logged_client
+from .integration import call_log_fields, has_credentials, logged_client
 from .store import Store
 from .text import neutralize, split_text
 
@@ -198,7 +198,7 @@ class Sender:
         """Post a test message to the mirror channel; a permalink or the exact cause."""
         settings = self.store.environment(env)
         channel_id = settings["mirror_channel_id"]
-        if not settings["bot_token"] or not settings["server_url"]:
+        if not has_credentials(settings) or not settings["server_url"]:
             return TestMessageResult(
                 False, error="Fill in and verify the authentication screen first."
             )

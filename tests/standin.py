@@ -54,6 +54,9 @@ ROUTES = Map(
     [
         Rule("/api/v4/system/ping", endpoint="ping", methods=["GET"]),
         Rule("/api/v4/config/client", endpoint="client_config", methods=["GET"]),
+        # Static paths win over <user_id> in werkzeug, as in the server's router.
+        Rule("/api/v4/users/login", endpoint="login", methods=["POST"]),
+        Rule("/api/v4/users/logout", endpoint="logout", methods=["POST"]),
         Rule("/api/v4/users/<user_id>", endpoint="get_user", methods=["GET"]),
         Rule("/api/v4/users/<user_id>/teams", endpoint="get_user_teams", methods=["GET"]),
         Rule(
@@ -75,7 +78,14 @@ ROUTES = Map(
     ]
 )
 # Endpoints the server serves without a session (api4 APIHandler, not APISessionRequired).
-_PUBLIC_ENDPOINTS = {"ping"}
+_PUBLIC_ENDPOINTS = {"ping", "login", "logout"}
+# api4/user.go login: every credential failure not in its unmaskedErrors list is
+# rewritten to this (the default config: sign-in by username and e-mail, no SSO).
+_INVALID_CREDENTIALS = (
+    401,
+    "api.user.login.invalid_credentials_email_username",
+    "Enter a valid email or username and/or password.",
+)
 
 # A queued fault: do the work, then cut the connection instead of answering.
 LOST = "lost"
@@ -227,6 +237,11 @@ class MattermostStandin:
 
         self._users: dict[str, dict] = {}
         self._tokens: dict[str, str] = {}  # token -> user id
+        # Login sessions (app/login.go DoLogin): session token -> user id, and the
+        # passwords of the accounts that may log in (kept here, never served).
+        self._sessions: dict[str, str] = {}
+        self._passwords: dict[str, str] = {}
+        self.logins: list[tuple[str, bool]] = []  # (login_id, succeeded), in order
         self._team_members: set[str] = set()
         self._channels_by_id: dict[str, dict] = {}
         self._members: dict[tuple[str, str], dict] = {}  # (channel id, user id) -> ChannelMember
@@ -423,6 +438,32 @@ class MattermostStandin:
         """Remove ``user_id`` from ``channel_id`` (no-op if not a member)."""
         with self._lock:
             self._members.pop((channel_id, user_id), None)
+
+    def add_account(self, username: str, password: str) -> dict:
+        """An ordinary (not bot) account that logs in with ``password``, in the team and
+        in every channel the bots are in: for servers where bot accounts are disabled."""
+        with self._lock:
+            user = self._add_user(username, first_name=username.title(), is_bot=False)
+            self._passwords[user["id"]] = password
+            self._team_members.add(user["id"])
+            bot_channels = [c for (c, u) in self._members if u == self.bot["id"]]
+        for channel_id in bot_channels:
+            self.add_member(channel_id, user["id"])
+        return user
+
+    def expire_sessions(self, user: dict | str) -> None:
+        """End every login session of ``user``: its next request gets the real 401
+        (api.context.session_expired.app_error), as when SessionLengthWebInHours passes."""
+        user_id = user["id"] if isinstance(user, dict) else user
+        with self._lock:
+            for token in [t for t, u in self._sessions.items() if u == user_id]:
+                del self._sessions[token]
+
+    def sessions_of(self, user: dict | str) -> int:
+        """How many login sessions ``user`` has open."""
+        user_id = user["id"] if isinstance(user, dict) else user
+        with self._lock:
+            return sum(1 for u in self._sessions.values() if u == user_id)
 
     def revoke_token(self, token: str) -> None:
         """Revoke a token: every later request with it gets 401."""
@@ -731,7 +772,9 @@ class MattermostStandin:
                 self.internal_errors.append(traceback.format_exc())
             error = AppError(500, "stand_in.internal.app_error", "Stand-in bug: internal_errors.")
             return self._json(500, error.body(request_id), request_id)
-        return self._json(status, body, request_id)
+        response = self._json(status, body, request_id)
+        response.headers.update(request.environ.get("standin.headers", {}))
+        return response
 
     def _next_fault(self) -> int | str | Slow | None:
         """The next queued fault, else failing_status, else rate_limit_every (lock held)."""
@@ -766,7 +809,7 @@ class MattermostStandin:
     def _authenticate(self, request: Request) -> dict:
         token = _token_from_header(request.headers.get("Authorization", ""))
         with self._lock:
-            user_id = self._tokens.get(token) if token else None
+            user_id = (self._tokens.get(token) or self._sessions.get(token)) if token else None
             if user_id is not None:
                 return self._users[user_id]
         raise AppError(
@@ -787,6 +830,55 @@ class MattermostStandin:
             "MaxPostSize": str(self.max_post_size),
             "NoAccounts": "false",
         }
+
+    def _api_login(self, request, user):
+        """api4/user.go login -> app/login.go DoLogin: the user JSON, and the new
+        session's token in the ``Token`` header (a cookie only for X-Requested-With:
+        XMLHttpRequest, which the bridge never sends)."""
+        try:
+            props = json.loads(request.get_data(as_text=True) or "{}")
+        except ValueError:
+            props = {}  # model.MapFromJSON: bad JSON reads as an empty map
+        props = props if isinstance(props, dict) else {}
+        login_id = str(props.get("login_id") or "")
+        password = str(props.get("password") or "")
+        with self._lock:
+            found = self._user_for_login(login_id)
+            if found is not None and found["delete_at"]:
+                self.logins.append((login_id, False))
+                raise AppError(  # unmasked in api4/user.go login
+                    401,
+                    "api.user.login.inactive.app_error",
+                    "Login failed because your account has been deactivated.  "
+                    "Please contact an administrator.",
+                )
+            # A bot has no password (app/authentication.go refuses bot logins): masked too.
+            known = found is not None and found["id"] in self._passwords
+            if not known or not secrets.compare_digest(
+                self._passwords[found["id"]].encode(), password.encode()
+            ):
+                self.logins.append((login_id, False))
+                raise AppError(*_INVALID_CREDENTIALS)
+            token = new_id()  # app/session.go CreateSession: model.NewId()
+            self._sessions[token] = found["id"]
+            self.logins.append((login_id, True))
+            request.environ["standin.headers"] = {"Token": token}
+            return 200, _user_for_client(found)
+
+    def _user_for_login(self, login_id: str) -> dict | None:
+        """app/user.go GetUserForLogin: by username, else by e-mail (lock held)."""
+        wanted = login_id.strip().lower()
+        for user in self._users.values():
+            if wanted and wanted in (user["username"], user["email"].lower()):
+                return user
+        return None
+
+    def _api_logout(self, request, user):
+        """api4/user.go Logout: revoke the session the request carries, if any; always OK."""
+        token = _token_from_header(request.headers.get("Authorization", ""))
+        with self._lock:
+            self._sessions.pop(token, None)
+        return 200, {"status": "OK"}
 
     def _api_ping(self, request, user):
         return 200, {

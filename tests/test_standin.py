@@ -112,6 +112,60 @@ def test_requests_without_a_valid_token_get_401_session_expired(mm, http):
     assert http.get(f"{mm.url}/api/v4/system/ping", timeout=TIMEOUT).json()["status"] == "OK"
 
 
+def test_login_hands_out_a_session_token_in_the_token_header(mm, http):
+    relay = mm.add_account("relay", "relay-password-1")
+    login = http.post(
+        f"{mm.url}/api/v4/users/login",
+        json={"login_id": "Relay@acme.example", "password": "relay-password-1"},
+        timeout=TIMEOUT,
+    )
+    assert login.status_code == 200
+    assert login.json()["id"] == relay["id"] and "is_bot" not in login.json()
+    assert "relay-password-1" not in login.text and relay["token"] not in login.text
+    assert "Set-Cookie" not in login.headers  # only for X-Requested-With: XMLHttpRequest
+    session = {"Authorization": f"Bearer {login.headers['Token']}"}
+    me = http.get(f"{mm.url}/api/v4/users/me", headers=session, timeout=TIMEOUT)
+    assert me.json()["username"] == "relay"
+    assert mm.logins == [("Relay@acme.example", True)] and mm.sessions_of(relay) == 1
+
+    mm.expire_sessions(relay)
+    expired = http.get(f"{mm.url}/api/v4/users/me", headers=session, timeout=TIMEOUT)
+    assert_app_error(expired, 401, "api.context.session_expired.app_error")
+    assert expired.json()["message"] == "Invalid or expired session, please login again."
+
+
+def test_a_wrong_password_or_a_bot_gets_the_masked_credentials_error(mm, http):
+    mm.add_account("relay", "relay-password-1")
+    url = f"{mm.url}/api/v4/users/login"
+    for body in (
+        {"login_id": "relay", "password": "wrong"},
+        {"login_id": "nobody", "password": "relay-password-1"},
+        {"login_id": "bridge-bot", "password": ""},
+    ):
+        refused = http.post(url, json=body, timeout=TIMEOUT)
+        assert_app_error(refused, 401, "api.user.login.invalid_credentials_email_username")
+        assert refused.json()["message"] == "Enter a valid email or username and/or password."
+        assert "Token" not in refused.headers
+    assert [ok for _, ok in mm.logins] == [False, False, False]
+
+
+def test_logout_revokes_the_session_it_carries(mm, http):
+    mm.add_account("relay", "relay-password-1")
+    login = http.post(
+        f"{mm.url}/api/v4/users/login",
+        json={"login_id": "relay", "password": "relay-password-1"},
+        timeout=TIMEOUT,
+    )
+    session = {"Authorization": f"Bearer {login.headers['Token']}"}
+    logout = http.post(f"{mm.url}/api/v4/users/logout", headers=session, timeout=TIMEOUT)
+    assert logout.status_code == 200 and logout.json() == {"status": "OK"}
+    assert_app_error(
+        http.get(f"{mm.url}/api/v4/users/me", headers=session, timeout=TIMEOUT),
+        401,
+        "api.context.session_expired.app_error",
+    )
+
+
 def test_users_me_returns_the_bot_with_version_header_and_no_token(mm, http):
     response = http.get(f"{mm.url}/api/v4/users/me", headers=bearer(mm.bot), timeout=TIMEOUT)
     assert response.status_code == 200

@@ -224,6 +224,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '';
     ALTER TABLE environments ADD COLUMN notify_styles TEXT NOT NULL DEFAULT '{}';
     """,
+    # 12 (account login, issue 11 part 1): an environment signs in either with a
+    # bot token ('token') or as an ordinary account ('login': login id + password,
+    # the password kept like the bot token: stored, masked, never shown back).
+    """
+    ALTER TABLE environments ADD COLUMN auth_mode TEXT NOT NULL DEFAULT 'token';
+    ALTER TABLE environments ADD COLUMN login_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE environments ADD COLUMN password TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms.validators import AnyOf, DataRequired, Length, ValidationError
 
 from .. import checklist as readiness
 from .. import htmx
@@ -17,15 +17,18 @@ from ..attachments import MAX_SHORT_TEXT as MAX_STYLE_TITLE
 from ..attachments import valid_color
 from ..db import get_sender, get_store
 from ..integration import (
+    AUTH_MODES,
     NOTIFICATION_TYPE_RULE,
+    Credential,
     TokenNeeded,
     activation_problems,
     channel_groups,
+    credential_for_server,
     logged_client,
+    mask_password,
     mask_secret,
     new_api_key,
     team_channel_label,
-    token_for_server,
     valid_notification_type,
     verify_bot,
 )
@@ -109,12 +112,32 @@ class AuthForm(FlaskForm):
         validators=[DataRequired(), Length(max=300), _server_url],
         description="The address you open Mattermost at, e.g. https://chat.example.com",
     )
+    # Rendered as radio buttons by the template (AUTH_MODE_CHOICES); a plain
+    # field because WTForms 3.3 deprecates RadioField's tuple choices.
+    auth_mode = StringField(
+        "Sign in to Mattermost with",
+        validators=[AnyOf(list(AUTH_MODES), message="choose bot token or account login")],
+        default="token",
+    )
     bot_token = PasswordField(
         "Bot token",
         validators=[Length(max=200)],
         description=(
             "The bot account's access token. Leave it empty to keep the saved one "
             "(for the same server only: a new address needs the token again)."
+        ),
+    )
+    login_id = StringField(
+        "Username or e-mail",
+        validators=[Length(max=200)],
+        description="The Mattermost account the bridge logs in as.",
+    )
+    password = PasswordField(
+        "Password",
+        validators=[Length(max=200)],
+        description=(
+            "Leave it empty to keep the saved one (for the same server and account only: "
+            "a new address or account needs the password again)."
         ),
     )
     webhook_token = PasswordField(
@@ -124,19 +147,46 @@ class AuthForm(FlaskForm):
     )
 
 
+AUTH_MODE_CHOICES = [
+    ("token", "Bot account (its access token)"),
+    ("login", "Account login (username or e-mail + password)"),
+]
+
+
+def _typed_credential(settings: dict, server_url: str, values) -> Credential:
+    """The credential on the screen (typed, else saved); raises TokenNeeded."""
+    mode = values.get("auth_mode") or settings["auth_mode"]
+    return credential_for_server(
+        settings,
+        server_url,
+        mode if mode in AUTH_MODES else "token",
+        typed_token=values.get("bot_token", ""),
+        login_id=values.get("login_id", ""),
+        typed_password=values.get("password", ""),
+    )
+
+
 @bp.route(f"/env/{ENV}/auth", methods=["GET", "POST"])
 def env_auth(env: str):
     store = get_store()
     settings = store.environment(env)
-    form = AuthForm(data={"server_url": settings["server_url"]})
+    form = AuthForm(
+        data={
+            "server_url": settings["server_url"],
+            "auth_mode": settings["auth_mode"],
+            "login_id": settings["login_id"],
+        }
+    )
     verification = None
     if form.validate_on_submit():
         try:
-            token_for_server(settings, form.server_url.data, form.bot_token.data)
+            credential = _typed_credential(settings, form.server_url.data, form.data)
         except TokenNeeded as exc:
-            form.bot_token.errors.append(str(exc))  # nothing saved, nothing sent
+            # Nothing saved, nothing sent.
+            secret = form.password if form.auth_mode.data == "login" else form.bot_token
+            secret.errors.append(str(exc))
         else:
-            verification = _save_auth(settings, form)
+            verification = _save_auth(settings, form, credential)
             settings = store.environment(env)
             if not htmx:
                 flash(verification["summary"], "ok" if verification["ok"] else "error")
@@ -146,6 +196,7 @@ def env_auth(env: str):
         template,
         env=env,
         form=form,
+        auth_modes=AUTH_MODE_CHOICES,
         settings=settings,
         masked=_masked(settings),
         verification=verification,
@@ -154,36 +205,41 @@ def env_auth(env: str):
     )
 
 
-def _save_auth(settings: dict, form: AuthForm) -> dict:
-    """Save the screen; a new server URL or token is verified first, and kept only if it works."""
+def _save_auth(settings: dict, form: AuthForm, credential: Credential) -> dict:
+    """Save the screen; a new server URL or credential is verified first, and kept only if it works."""
     env = settings["name"]
     server_url = form.server_url.data
-    new_token = (form.bot_token.data or "").strip()
     webhook_token = (form.webhook_token.data or "").strip()
-    token = token_for_server(settings, server_url, new_token)  # env_auth checked it
     fields = {"webhook_token": webhook_token} if webhook_token else {}
-    if server_url == settings["server_url"] and not new_token:
+    if server_url == settings["server_url"] and not credential.new:
         if fields:
             get_store().update_environment(env, **fields)
-        result = _verify(settings, server_url, token) if token else _no_token()
+        result = (
+            _verify(settings, server_url, credential)
+            if credential.present
+            else _no_credential(credential)
+        )
         result["summary"] = "Saved. " + result["summary"] + "."
         return result
-    if not token:
+    if not credential.present:
         get_store().update_environment(env, server_url=server_url, **fields)
-        result = _no_token()
+        result = _no_credential(credential)
         result["summary"] = "Saved the server URL. " + result["summary"]
         return result
-    result = _verify(settings, server_url, token, remember=False)
+    result = _verify(settings, server_url, credential, remember=False)
     if not result["ok"]:
         result["summary"] = "Nothing saved: " + result["summary"]
         return result
-    fields.update(server_url=server_url, bot_token=token, **result["identity"].as_fields())
+    fields.update(server_url=server_url, **credential.as_fields())
+    fields.update(result["identity"].as_fields())
     get_store().update_environment(env, **fields)
     result["summary"] = "Saved and verified."
     return result
 
 
-def _no_token() -> dict:
+def _no_credential(credential: Credential) -> dict:
+    if credential.mode == "login":
+        return {"ok": False, "summary": "Enter the account's username or e-mail and password."}
     return {"ok": False, "summary": "Enter the bot token to verify the bot."}
 
 
@@ -192,39 +248,42 @@ def env_verify(env: str):
     """Check what is on the screen (typed values, else the saved ones); saves nothing."""
     settings = get_store().environment(env)
     typed_url = request.form.get("server_url", "").strip()
-    typed_token = request.form.get("bot_token", "").strip()
     try:
         server_url = mm.normalize_server_url(typed_url) if typed_url else settings["server_url"]
     except ValueError as exc:
         verification = {"ok": False, "summary": str(exc)}
         return render_template("admin/_verify_result.html", verification=verification, env=env)
     try:
-        token = token_for_server(settings, server_url, typed_token)
+        credential = _typed_credential(settings, server_url, request.form)
     except TokenNeeded as exc:
         verification = {"ok": False, "summary": str(exc)}
         return render_template("admin/_verify_result.html", verification=verification, env=env)
     if not server_url:
         verification = {"ok": False, "summary": "Enter the server URL first."}
-    elif not token:
-        verification = _no_token()
+    elif not credential.present:
+        verification = _no_credential(credential)
     else:
-        unsaved = server_url != settings["server_url"] or token != settings["bot_token"]
-        verification = _verify(settings, server_url, token, remember=not unsaved)
+        unsaved = server_url != settings["server_url"] or credential.new
+        verification = _verify(settings, server_url, credential, remember=not unsaved)
         if unsaved and verification["ok"]:
             verification["summary"] = "These values work but are not saved yet: press Save."
             verification["unsaved"] = True
     return render_template("admin/_verify_result.html", verification=verification, env=env)
 
 
-def _verify(settings: dict, server_url: str, token: str, *, remember: bool = True) -> dict:
-    """Ask Mattermost who ``token`` is; with ``remember``, a success refreshes the saved bot."""
+def _verify(
+    settings: dict, server_url: str, credential: Credential, *, remember: bool = True
+) -> dict:
+    """Ask Mattermost who signs in with ``credential``; with ``remember``, a success
+    refreshes the saved identity."""
     store = get_store()
     client = logged_client(
         store,
         settings,
         session=current_app.config.get("MATTERMOST_SESSION"),
         server_url=server_url,
-        token=token,
+        token=None if credential.login else credential.token,
+        login=credential.login,
     )
     try:
         identity = verify_bot(client)
@@ -234,7 +293,12 @@ def _verify(settings: dict, server_url: str, token: str, *, remember: bool = Tru
         return {"ok": False, "summary": str(exc), "error_class": type(exc).__name__}
     if remember:
         store.update_environment(settings["name"], **identity.as_fields())
-    return {"ok": True, "summary": f"Verified @{identity.username}", "identity": identity}
+    return {
+        "ok": True,
+        "summary": f"Verified @{identity.username}",
+        "identity": identity,
+        "mode": credential.mode,
+    }
 
 
 def _loopback(url: str) -> bool:
@@ -246,6 +310,7 @@ def _loopback(url: str) -> bool:
 def _masked(settings: dict) -> dict:
     return {
         "bot_token": mask_secret(settings["bot_token"]),
+        "password": mask_password(settings["password"]),
         "webhook_token": mask_secret(settings["webhook_token"]),
         "callback_secret": mask_secret(settings["callback_secret"]),
     }

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, current_app, render_template
 
 from .. import checklist as readiness
 from ..db import get_store
-from ..integration import logged_client
+from ..integration import has_credentials, logged_client
 from .auth import admin_name, login_required
 
 bp = Blueprint("checklist", __name__)
@@ -44,9 +44,9 @@ def recheck(env: str):
     """Ask Mattermost again (token and channel membership)."""
     store = get_store()
     settings = store.environment(env)
-    if not settings["server_url"] or not settings["bot_token"]:
+    if not settings["server_url"] or not has_credentials(settings):
         return _environment_fragment(
-            env, "Nothing to check yet: save the server URL and bot token first."
+            env, "Nothing to check yet: save the server URL and bot token or account login first."
         )
     client = logged_client(store, settings, session=current_app.config.get("MATTERMOST_SESSION"))
     readiness.recheck(store, env, client)
