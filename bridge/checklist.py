@@ -250,6 +250,40 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
     )
 
 
+def _agent_call(action: str, not_yet: str, ok: str) -> Callable[[Store, dict, dict], Evidence]:
+    """Evidence from Mattermost's calls for agents: the slash command or a button."""
+
+    def evidence(store: Store, settings: dict, context: dict) -> Evidence:
+        env = settings["name"]
+        filters = {"env": env, "direction": "inbound"}
+        valid = store.last_log(env, "inbound", outcome="ok", action=action)
+        if valid:
+            return Evidence(OK, ok, valid["ts"], filters)
+        rejected = store.last_log(env, "inbound", outcome="rejected", action=action)
+        if rejected:
+            return Evidence(
+                FAILING,
+                f"the last call was refused: {rejected['error']}",
+                rejected["last_ts"] or rejected["ts"],
+                {**filters, "outcome": "rejected"},
+            )
+        return Evidence(NOT_YET, not_yet)
+
+    return evidence
+
+
+_slash_command = _agent_call(
+    "command",
+    "save the slash command's token, then type /bridge status in Mattermost",
+    "a valid /bridge call arrived",
+)
+_buttons_work = _agent_call(
+    "button",
+    "click Claim on a conversation's root post (Mattermost must reach the action URL)",
+    "a valid button click arrived",
+)
+
+
 def _end_to_end(store: Store, settings: dict, context: dict) -> Evidence:
     conversation = store.end_to_end_conversation(settings["name"])
     if conversation is None:
@@ -314,6 +348,18 @@ TEST_ITEMS = [
         "A conversation with a root post, a threaded visitor reply and an agent reply routed back.",
         _end_to_end,
     ),
+    Item(
+        "slash_command",
+        "Slash command set up",
+        "/bridge with the command token saved; a valid command call received.",
+        _slash_command,
+    ),
+    Item(
+        "buttons",
+        "Buttons work",
+        "Claim / Close / Reopen on a root post; a valid button call received.",
+        _buttons_work,
+    ),
 ]
 
 PRODUCTION_ITEMS = [
@@ -343,6 +389,18 @@ PRODUCTION_ITEMS = [
         "Deactivate on the configuration screen stops the "
         "mirroring in both directions at once: nothing is posted and replies are ignored.",
         None,
+    ),
+    Item(
+        "slash_command",
+        "Slash command set up",
+        "/bridge with the command token saved; a valid command call received.",
+        _slash_command,
+    ),
+    Item(
+        "buttons",
+        "Buttons work",
+        "Claim / Close / Reopen on a root post; a valid button call received.",
+        _buttons_work,
     ),
 ]
 

@@ -224,6 +224,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '';
     ALTER TABLE environments ADD COLUMN notify_styles TEXT NOT NULL DEFAULT '{}';
     """,
+    # 12 (agents work from Mattermost, issue 10 parts 1-2): who claimed a conversation
+    # with the Claim button, and the /bridge slash command's token.
+    """
+    ALTER TABLE conversations ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+    ALTER TABLE environments ADD COLUMN command_token TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
