@@ -100,11 +100,19 @@ def refresh_root(
 
 
 def root_post_update(
-    store: Store, conversation: dict[str, Any], buttons: Buttons, *, actor: str = ""
+    store: Store,
+    conversation: dict[str, Any],
+    buttons: Buttons,
+    *,
+    actor: str = "",
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"message", "props"}`` of the root post as it should read now."""
+    """``{"message", "props"}`` of the root post as it should read now.
+
+    :param settings: the environment's, when the caller has read them already.
+    """
     first = store.first_message(conversation["id"])
-    settings = store.environment(conversation["env"])
+    settings = settings or store.environment(conversation["env"])
     return root_update(
         first,
         format_message(first, is_root=True),

@@ -104,11 +104,13 @@ class ClickHandler:
             return self._refuse(env, "the conversation is not in this environment")
         if click.post_id != conversation["root_post_id"]:
             return self._refuse(env, "the post is not that conversation's root post")
-        if not self.store.environment(env)["active"]:
+        settings = self.store.environment(env)
+        if not settings["active"]:
             return self._refuse(env, "the bridge is inactive in this environment")
-        return self._perform(env, click, conversation)
+        return self._perform(settings, click, conversation)
 
-    def _perform(self, env: str, click: Click, conversation: dict[str, Any]) -> ClickResult:
+    def _perform(self, settings: dict, click: Click, conversation: dict[str, Any]) -> ClickResult:
+        env = settings["name"]
         actor = f"@{click.user_name}" if click.user_name else "an agent"
         closed = conversation["status"] == "closed"
         stale = (click.action == REOPEN) != closed
@@ -118,7 +120,9 @@ class ClickHandler:
             note = f"Nothing done: the conversation is already {conversation['status']}."
             self._log(env, click, conversation, "ignored", note)
             result.body = {
-                "update": root_post_update(self.store, conversation, self.buttons),
+                "update": root_post_update(
+                    self.store, conversation, self.buttons, settings=settings
+                ),
                 "ephemeral_text": note,
             }
             return result
@@ -136,8 +140,11 @@ class ClickHandler:
                 text = "Reopened: the visitor can write again."
             self._log(env, click, conversation, "ok", f"{click.action} by {actor}")
         result.changed = True
-        conversation = self.store.conversation(conversation["id"])
-        update = root_post_update(self.store, conversation, self.buttons, actor=actor)
+        now = {CLAIM: {"assignee": actor}, CLOSE: {"status": "closed"}, REOPEN: {"status": "open"}}
+        conversation = {**conversation, **now[click.action]}  # as just written
+        update = root_post_update(
+            self.store, conversation, self.buttons, actor=actor, settings=settings
+        )
         result.body = {"update": update}
         if text:
             result.body["ephemeral_text"] = text
