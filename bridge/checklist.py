@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import mattermost as mm
 from .integration import verify_bot
 from .store import Store
-from .store.sources import SOURCE_ACTIONS
+from .store.checklist import NOT_WEBHOOK_ACTIONS
 
 OK, FAILING, NOT_YET = "ok", "failing", "not yet"
 EVIDENCE_TICKER = "bridge (evidence)"
@@ -233,7 +233,7 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
         return Evidence(NOT_YET, "save the outgoing webhook's token on the authentication screen")
     filters = {"env": env, "direction": "inbound"}
     valid = store.last_valid_inbound(env)
-    rejected = store.last_log(env, "inbound", outcome="rejected", not_actions=SOURCE_ACTIONS)
+    rejected = store.last_log(env, "inbound", outcome="rejected", not_actions=NOT_WEBHOOK_ACTIONS)
     # Rejections are counted in one row per window: its last_ts is the latest.
     refused_at = rejected and (rejected["last_ts"] or rejected["ts"])
     if rejected and (not valid or refused_at > valid["ts"]):

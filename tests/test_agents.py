@@ -197,3 +197,19 @@ def test_configure_saves_the_command_token_without_a_server(runner, store):
     result = runner.invoke(args=["configure", "test", "--command-token", TOKEN])
     assert result.exit_code == 0, result.output
     assert store.environment("test")["command_token"] == TOKEN
+
+
+def test_refused_commands_and_clicks_leave_the_webhook_item_alone(store, conversation):
+    from bridge.checklist import checklist
+
+    store.update_environment("test", webhook_token="w" * 26)
+    store.log(env="test", direction="inbound", action="webhook", outcome="ok")
+    command(store, "list", token="wrong")
+    ClickHandler(store, BUTTONS).handle("test", b"not json")
+    states = {state.item.key: state.evidence for state in checklist(store, "test").items}
+    assert states["webhook"].state == "ok"
+    assert states["slash_command"].state == "failing"
+    assert states["buttons"].state == "failing"
+    command(store, "status")
+    states = {state.item.key: state.evidence for state in checklist(store, "test").items}
+    assert states["slash_command"].state == "ok"
