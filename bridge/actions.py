@@ -68,6 +68,8 @@ def after_close(
     too and the loop guard ignores it. A failure is in the log (the client's
     calls are logged) and changes nothing: the close itself has happened.
     """
+    if not conversation["root_post_id"]:
+        return  # never mirrored (its first post failed): no thread to confirm in
     try:
         client.create_post(
             conversation["channel_id"],

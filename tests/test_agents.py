@@ -213,3 +213,16 @@ def test_refused_commands_and_clicks_leave_the_webhook_item_alone(store, convers
     command(store, "status")
     states = {state.item.key: state.evidence for state in checklist(store, "test").items}
     assert states["slash_command"].state == "ok"
+
+
+def test_an_inactive_environment_refuses_clicks_and_changes(store, conversation):
+    store.update_environment("test", active=0)
+    result = ClickHandler(store, BUTTONS).handle("test", click_body(conversation["id"], "close"))
+    assert result.body == {
+        "ephemeral_text": "This button's call was refused: "
+        "the bridge is inactive in this environment."
+    }
+    answer = command(store, f"close {conversation['id'][:8]}")
+    assert answer.body["text"] == "**test** is inactive: nothing changed."
+    assert store.conversation(conversation["id"])["status"] == "open"
+    assert command(store, "status").body["text"].startswith("**test** is inactive.")
