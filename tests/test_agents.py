@@ -226,3 +226,12 @@ def test_an_inactive_environment_refuses_clicks_and_changes(store, conversation)
     assert answer.body["text"] == "**test** is inactive: nothing changed."
     assert store.conversation(conversation["id"])["status"] == "open"
     assert command(store, "status").body["text"].startswith("**test** is inactive.")
+
+
+def test_conversations_pages_show_the_assignee(admin, store, conversation):
+    assert "unclaimed" in admin.get("/conversations").get_data(as_text=True)
+    store.set_assignee(conversation["id"], "@alice")
+    listing = admin.get("/conversations").get_data(as_text=True)
+    assert "<td>@alice</td>" in listing
+    page = admin.get(f"/conversations/{conversation['id']}").get_data(as_text=True)
+    assert "claimed by @alice" in page
