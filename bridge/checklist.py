@@ -299,6 +299,22 @@ def _end_to_end(store: Store, settings: dict, context: dict) -> Evidence:
     )
 
 
+# Both environments: Mattermost's calls for agents (issue 10).
+AGENT_ITEMS = [
+    Item(
+        "slash_command",
+        "Slash command set up",
+        "/bridge with the command token saved; a valid command call received.",
+        _slash_command,
+    ),
+    Item(
+        "buttons",
+        "Buttons work",
+        "Claim / Close / Reopen on a root post; a valid button call received.",
+        _buttons_work,
+    ),
+]
+
 TEST_ITEMS = [
     Item(
         "bot_token",
@@ -348,18 +364,7 @@ TEST_ITEMS = [
         "A conversation with a root post, a threaded visitor reply and an agent reply routed back.",
         _end_to_end,
     ),
-    Item(
-        "slash_command",
-        "Slash command set up",
-        "/bridge with the command token saved; a valid command call received.",
-        _slash_command,
-    ),
-    Item(
-        "buttons",
-        "Buttons work",
-        "Claim / Close / Reopen on a root post; a valid button call received.",
-        _buttons_work,
-    ),
+    *AGENT_ITEMS,
 ]
 
 PRODUCTION_ITEMS = [
@@ -390,18 +395,7 @@ PRODUCTION_ITEMS = [
         "mirroring in both directions at once: nothing is posted and replies are ignored.",
         None,
     ),
-    Item(
-        "slash_command",
-        "Slash command set up",
-        "/bridge with the command token saved; a valid command call received.",
-        _slash_command,
-    ),
-    Item(
-        "buttons",
-        "Buttons work",
-        "Claim / Close / Reopen on a root post; a valid button call received.",
-        _buttons_work,
-    ),
+    *AGENT_ITEMS,
 ]
 
 ITEMS = {"test": TEST_ITEMS, "production": PRODUCTION_ITEMS}

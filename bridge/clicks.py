@@ -32,7 +32,6 @@ class ClickResult:
     conversation_id: str = ""
     closed_message_id: int | None = None
     actor: str = ""
-    changed: bool = False
 
 
 @dataclass
@@ -139,7 +138,6 @@ class ClickHandler:
                 self.store.reopen_conversation(conversation["id"])
                 text = "Reopened: the visitor can write again."
             self._log(env, click, conversation, "ok", f"{click.action} by {actor}")
-        result.changed = True
         now = {CLAIM: {"assignee": actor}, CLOSE: {"status": "closed"}, REOPEN: {"status": "open"}}
         conversation = {**conversation, **now[click.action]}  # as just written
         update = root_post_update(
@@ -163,12 +161,7 @@ class ClickHandler:
 
     def _refuse(self, env: str, reason: str) -> ClickResult:
         """A counted log row (a fixed sentence) and the reason for the clicking agent."""
-        self.store.log_counted(
-            env=env,
-            direction="inbound",
-            action="button",
-            outcome="rejected",
-            reason=reason,
-            http_status=200,
+        self.store.count_refused_agent_call(
+            env=env, action="button", reason=reason, http_status=200
         )
         return ClickResult(body={"ephemeral_text": REFUSED + reason + "."})

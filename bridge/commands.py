@@ -100,27 +100,21 @@ class CommandHandler:
         elif sub in ("close", "reopen"):
             result = self._change(settings, sub, ref, user_id, user_name)
         else:
-            result = CommandResult(
-                200,
-                ephemeral(
-                    _with_help("")
-                    if sub == "help"
-                    else _with_help(f"Unknown subcommand `{neutralize(sub[:40])}`.")
-                ),
-            )
+            unknown = _with_help(f"Unknown subcommand `{neutralize(sub[:40])}`.")
+            result = CommandResult(200, ephemeral(HELP if sub == "help" else unknown))
         self.store.log_agent_call(
-            env=env, action="command", outcome="ok", detail=f"/bridge {sub}", target=user_id
+            env=env,
+            action="command",
+            outcome="ok",
+            detail=f"/bridge {sub[:40]}",
+            target=user_id,
+            conversation_id=result.conversation_id,
         )
         return result
 
     def _reject(self, env: str, reason: str) -> CommandResult:
-        self.store.log_counted(
-            env=env,
-            direction="inbound",
-            action="command",
-            outcome="rejected",
-            reason=reason,
-            http_status=403,
+        self.store.count_refused_agent_call(
+            env=env, action="command", reason=reason, http_status=403
         )
         return CommandResult(
             403, {"error": "the command token does not match", "code": "token_mismatch"}

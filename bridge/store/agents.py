@@ -75,3 +75,19 @@ class AgentsMixin:
             error=detail,
             **fields,
         )
+
+    def count_refused_agent_call(
+        self, *, env: str, action: str, reason: str, http_status: int
+    ) -> None:
+        """A refused command or click, counted like the webhook's refusals (log_counted).
+
+        :param reason: a fixed sentence, never the caller's data.
+        """
+        self.log_counted(
+            env=env,
+            direction="inbound",
+            action=action,
+            outcome="rejected",
+            reason=reason,
+            http_status=http_status,
+        )
