@@ -17,7 +17,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import headofline, inbound, logpage, memory, outbound, sources
+from . import agents, headofline, inbound, logpage, memory, outbound, sources
 from .common import RESULTS_DIR, Figure, SectionResult, machine_info
 
 SECTIONS = {
@@ -25,6 +25,7 @@ SECTIONS = {
     "inbound": inbound.run,
     "headofline": headofline.run,
     "sources": sources.run,
+    "agents": agents.run,
     "logpage": logpage.run,
 }
 

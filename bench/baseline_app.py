@@ -115,3 +115,22 @@ def receive(env: str):
         abort(502)
     response.json()
     return "", 200
+
+
+@app.post("/hooks/mattermost/<env>/action")
+def action(env: str):
+    """Buttons: read the click's JSON and answer an ephemeral text; no call out."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("context"), dict):
+        abort(400)
+    return jsonify(
+        {"ephemeral_text": f"{body['context'].get('action')} by {body.get('user_name')}"}
+    )
+
+
+@app.post("/hooks/mattermost/<env>/command")
+def command(env: str):
+    """Slash command: read the form and answer an ephemeral text; no call out."""
+    if not request.form.get("token"):
+        abort(403)
+    return jsonify({"response_type": "ephemeral", "text": f"/bridge {request.form.get('text')}"})

@@ -67,7 +67,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["when"] = format_timestamp
 
     from . import cli, db, errors, headers
-    from .views import admin, api, auth, chat, checklist, hooks, log, sources, sources_admin
+    from .views import (
+        admin,
+        agent_hooks,
+        api,
+        auth,
+        chat,
+        checklist,
+        hooks,
+        log,
+        sources,
+        sources_admin,
+    )
 
     db.init_app(app)
     errors.init_app(app)
@@ -80,13 +91,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         log.bp,
         api.bp,
         hooks.bp,
+        agent_hooks.bp,
         chat.bp,
         sources.bp,
         sources_admin.bp,
     ):
         app.register_blueprint(blueprint)
-    # Token-authenticated (API, webhooks, sources) or capability-URL (chat) routes; see chat.py.
-    for blueprint in (api.bp, hooks.bp, chat.bp, sources.bp):
+    # Token-authenticated (API, webhooks, slash command, buttons' HMAC, sources) or capability-URL (chat) routes; see chat.py.
+    for blueprint in (api.bp, hooks.bp, agent_hooks.bp, chat.bp, sources.bp):
         csrf.exempt(blueprint)
     return app
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import mattermost as mm
 from .integration import has_credentials, verify_bot
 from .store import Store
-from .store.sources import SOURCE_ACTIONS
+from .store.checklist import NOT_WEBHOOK_ACTIONS
 
 OK, FAILING, NOT_YET = "ok", "failing", "not yet"
 # Evidence that does not stop an item from holding, but is not ticked by itself:
@@ -249,7 +249,7 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
         return Evidence(NOT_YET, "save the outgoing webhook's token on the authentication screen")
     filters = {"env": env, "direction": "inbound"}
     valid = store.last_valid_inbound(env)
-    rejected = store.last_log(env, "inbound", outcome="rejected", not_actions=SOURCE_ACTIONS)
+    rejected = store.last_log(env, "inbound", outcome="rejected", not_actions=NOT_WEBHOOK_ACTIONS)
     # Rejections are counted in one row per window: its last_ts is the latest.
     refused_at = rejected and (rejected["last_ts"] or rejected["ts"])
     if rejected and (not valid or refused_at > valid["ts"]):
@@ -266,6 +266,40 @@ def _webhook(store: Store, settings: dict, context: dict) -> Evidence:
     )
 
 
+def _agent_call(action: str, not_yet: str, ok: str) -> Callable[[Store, dict, dict], Evidence]:
+    """Evidence from Mattermost's calls for agents: the slash command or a button."""
+
+    def evidence(store: Store, settings: dict, context: dict) -> Evidence:
+        env = settings["name"]
+        filters = {"env": env, "direction": "inbound"}
+        valid = store.last_log(env, "inbound", outcome="ok", action=action)
+        if valid:
+            return Evidence(OK, ok, valid["ts"], filters)
+        rejected = store.last_log(env, "inbound", outcome="rejected", action=action)
+        if rejected:
+            return Evidence(
+                FAILING,
+                f"the last call was refused: {rejected['error']}",
+                rejected["last_ts"] or rejected["ts"],
+                {**filters, "outcome": "rejected"},
+            )
+        return Evidence(NOT_YET, not_yet)
+
+    return evidence
+
+
+_slash_command = _agent_call(
+    "command",
+    "save the slash command's token, then type /bridge status in Mattermost",
+    "a valid /bridge call arrived",
+)
+_buttons_work = _agent_call(
+    "button",
+    "click Claim on a conversation's root post (Mattermost must reach the action URL)",
+    "a valid button click arrived",
+)
+
+
 def _end_to_end(store: Store, settings: dict, context: dict) -> Evidence:
     conversation = store.end_to_end_conversation(settings["name"])
     if conversation is None:
@@ -280,6 +314,22 @@ def _end_to_end(store: Store, settings: dict, context: dict) -> Evidence:
         {"env": settings["name"]},
     )
 
+
+# Both environments: Mattermost's calls for agents (issue 10).
+AGENT_ITEMS = [
+    Item(
+        "slash_command",
+        "Slash command set up",
+        "/bridge with the command token saved; a valid command call received.",
+        _slash_command,
+    ),
+    Item(
+        "buttons",
+        "Buttons work",
+        "Claim / Close / Reopen on a root post; a valid button call received.",
+        _buttons_work,
+    ),
+]
 
 TEST_ITEMS = [
     Item(
@@ -330,6 +380,7 @@ TEST_ITEMS = [
         "A conversation with a root post, a threaded visitor reply and an agent reply routed back.",
         _end_to_end,
     ),
+    *AGENT_ITEMS,
 ]
 
 PRODUCTION_ITEMS = [
@@ -360,6 +411,7 @@ PRODUCTION_ITEMS = [
         "mirroring in both directions at once: nothing is posted and replies are ignored.",
         None,
     ),
+    *AGENT_ITEMS,
 ]
 
 ITEMS = {"test": TEST_ITEMS, "production": PRODUCTION_ITEMS}

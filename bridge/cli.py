@@ -12,6 +12,7 @@ from werkzeug.security import generate_password_hash
 
 from . import instance_secret_key
 from . import mattermost as mm
+from .buttons import buttons_from_config
 from .callbacks import CallbackSender
 from .db import get_sender, get_store
 from .files import private_directory
@@ -73,6 +74,7 @@ def set_password_command(password: str | None) -> None:
 )
 @click.option("--password", help="The --login-id account's password.")
 @click.option("--webhook-token", help="The outgoing webhook's token.")
+@click.option("--command-token", help="The /bridge slash command's token.")
 @click.option("--channel", "channel_id", help="Mirror channel id.")
 @click.option(
     "--notify",
@@ -101,7 +103,7 @@ def configure_command(env: str, **options) -> None:
             "a callback URL needs --callback-secret: the host verifies callbacks with it"
         )
 
-    if set(given) != {"activate"}:  # only switching off/on needs no server
+    if not set(given) <= {"activate", "command_token"}:  # these need no server
         fields.update(_verified_identity(store, settings, fields, given))
     settings = {**settings, **fields}
     if "mirror_channel_id" in fields or "notify_map" in fields:
@@ -124,6 +126,7 @@ def _plain_fields(given: dict) -> dict:
     names = {
         "server_url": "server_url",
         "webhook_token": "webhook_token",
+        "command_token": "command_token",
         "channel_id": "mirror_channel_id",
         "callback_url": "callback_url",
         "callback_secret": "callback_secret",
@@ -295,6 +298,7 @@ def worker_command(once: bool) -> None:
             store,
             current_app.config["WORKER"],
             session=current_app.config.get("MATTERMOST_SESSION"),
+            buttons=buttons_from_config(current_app.config),
         )
         if once:
             counts = worker.run_once()

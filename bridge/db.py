@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context, request
 
+from .buttons import buttons_from_config
 from .sender import Sender
 from .store import Store
 from .store.base import BUSY_TIMEOUT
@@ -30,6 +31,9 @@ def get_sender() -> Sender:
             retry_budget=current_app.config.get("SEND_RETRY_BUDGET", 8.0),
             schedule=worker.schedule,
             reclaim_after=worker.reclaim_after,
+            buttons=buttons_from_config(
+                current_app.config, request.host_url if has_request_context() else ""
+            ),
         )
     return g.sender
 

@@ -25,6 +25,8 @@ from typing import Any
 import requests
 
 from . import mattermost as mm
+from .actions import after_close, record_close
+from .buttons import Buttons
 from .callbacks import INLINE_ATTEMPTS, CallbackSender
 from .integration import call_log_fields, logged_client
 from .store import Store
@@ -201,9 +203,11 @@ class InboundRouter:
         session: requests.Session | None = None,
         callbacks: CallbackSender | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        buttons: Buttons | None = None,
     ):
         self.store = store
         self.session = session
+        self.buttons = buttons  # to rewrite a root post when !close closes it
         self.callbacks = callbacks or CallbackSender(store)
         self.sleep = sleep
         self._started = time.perf_counter()  # of the call being handled, for the log
@@ -399,52 +403,41 @@ class InboundRouter:
         if stripped.lower().startswith(NOTE_PREFIX):
             direction, delivery, reason = "note", "", "internal note, not shown to the visitor"
         elif stripped.lower() == CLOSE_COMMAND:
-            direction, reason = "event", "conversation closed by the agent"
-            delivery = "pending" if settings["callback_url"] else ""
-            text = f"{author} closed the conversation."
+            direction, delivery, reason = "event", "", "conversation closed by the agent"
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""
         # The reply, the close, the inbox row and the log rows: one transaction.
         with self.store.immediate():
-            message = self.store.add_inbound_message(
-                env=env,
-                conversation_id=conversation["id"],
-                direction=direction,
-                author=author,
-                text=text,
-                post_id=payload.post_id,
-                delivery_status=delivery,
-            )
+            if direction == "event":
+                # The same close as the Close button's and /bridge close's (actions.py).
+                message = record_close(
+                    self.store, env, conversation, author=author, post_id=payload.post_id
+                )
+            else:
+                message = self.store.add_inbound_message(
+                    env=env,
+                    conversation_id=conversation["id"],
+                    direction=direction,
+                    author=author,
+                    text=text,
+                    post_id=payload.post_id,
+                    delivery_status=delivery,
+                )
             if message is None:
                 outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
             else:
                 outcome = Outcome(200, "ok", reason, message)
-                if direction == "event":
-                    self.store.close_conversation(conversation["id"])
             self._record_outcome(routing, outcome, message)
         if message is not None and direction == "event":
-            self._confirm_close(
-                logged_client(self.store, settings, session=self.session), conversation
+            after_close(
+                self.store,
+                logged_client(self.store, settings, session=self.session),
+                conversation,
+                buttons=self.buttons,
+                actor=f"@{payload.user_name}" if payload.user_name else author,
             )
         return outcome
-
-    def _confirm_close(self, client: mm.MattermostClient, conversation: dict) -> None:
-        """Say in the thread that it is closed.
-
-        Posted over REST: Mattermost refuses a webhook-response comment on a
-        post that is itself a reply. The hook fires for this bot post too and
-        the loop guard ignores it. A failure is in the log and changes nothing.
-        """
-        try:
-            client.create_post(
-                conversation["channel_id"],
-                "Conversation closed. The visitor sees that it has ended.",
-                root_id=conversation["root_post_id"],
-                action="close_notice",
-            )
-        except mm.MattermostError:
-            pass  # logged by the client; the close itself has happened
 
     def _author(self, env: str, client: mm.MattermostClient, payload: WebhookPayload):
         """The agent's display name (cached), falling back to the username."""
@@ -461,7 +454,12 @@ class InboundRouter:
 
 
 def route_after_answer(
-    database: str, inbox_id: int, claim: str, *, session: requests.Session | None = None
+    database: str,
+    inbox_id: int,
+    claim: str,
+    *,
+    session: requests.Session | None = None,
+    buttons: Buttons | None = None,
 ) -> None:
     """Route a call the webhook kept, once its answer is on its way.
 
@@ -471,7 +469,7 @@ def route_after_answer(
     """
     store = Store(database, shared=True)
     try:
-        InboundRouter(store, session=session).route(inbox_id, claim=claim)
+        InboundRouter(store, session=session, buttons=buttons).route(inbox_id, claim=claim)
     except Exception:
         log.exception("routing inbox row %s failed; the worker tries again", inbox_id)
     finally:

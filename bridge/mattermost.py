@@ -457,6 +457,15 @@ class MattermostClient:
         duration_ms = (time.perf_counter() - started) * 1000
         self.on_call(CallRecord(action, method, target, status, duration_ms, error, post_id))
 
+    # -- issue 10: agents work from Mattermost ----------------------------------------
+
+    def patch_post(self, post_id: str, message: str, props: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite a post's message and props (``PUT /posts/{id}/patch``: the props given
+        replace the post's; the bot may edit its own posts)."""
+        path = f"/api/v4/posts/{post_id}/patch"
+        body = {"message": message, "props": props}
+        return self._call("patch_post", "PUT", path, target=post_id, json=body)[1]
+
 
 # -- helpers ----------------------------------------------------------------------
 
@@ -483,8 +492,7 @@ def normalize_server_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{given!r} is not a server URL like https://chat.example.com")
     path = parts.path.rstrip("/")
-    if path.endswith("/api/v4"):
-        path = path[: -len("/api/v4")]
+    path = path.removesuffix("/api/v4")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 

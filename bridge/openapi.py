@@ -275,6 +275,11 @@ SPEC = {
                     "channel_id": {"type": "string"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "closed_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "assignee": {
+                        "type": "string",
+                        "description": "``@username`` of the agent who claimed it with the "
+                        "Claim button in Mattermost; empty while nobody has",
+                    },
                 },
                 (
                     "id",
@@ -285,6 +290,7 @@ SPEC = {
                     "channel_id",
                     "created_at",
                     "closed_at",
+                    "assignee",
                 ),
             ),
         },

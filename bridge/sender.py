@@ -22,6 +22,7 @@ import requests
 
 from . import mattermost as mm
 from .attachments import styled
+from .buttons import Buttons, state_note
 from .integration import call_log_fields, has_credentials, logged_client
 from .store import Store
 from .text import neutralize, split_text
@@ -72,6 +73,7 @@ class Sender:
     :param schedule: delays before the worker's next attempt after the 1st,
         2nd, ... failed one (the last repeats).
     :param reclaim_after: seconds after which a 'sending' claim is taken back.
+    :param buttons: how to build the root posts' buttons (None: posts without).
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class Sender:
         timeout: tuple[float, float] = mm.DEFAULT_TIMEOUT,
         schedule: Sequence[float] = RETRY_SCHEDULE_SECONDS,
         reclaim_after: float = RECLAIM_AFTER_SECONDS,
+        buttons: Buttons | None = None,
     ):
         self.store = store
+        self.buttons = buttons  # Claim / Close on each new root post (None: none)
         self.session = session
         self.sleep = sleep
         self.retry_budget = retry_budget
@@ -389,6 +393,11 @@ class Sender:
             if message.get("attachments") and index == len(parts) - 1:
                 # Below the text, as Mattermost shows a post's attachments.
                 props["attachments"] = message["attachments"]
+            if index == 0 and not root_id and message["conversation_id"] and self.buttons:
+                props["attachments"] = [
+                    *props.get("attachments", []),
+                    self._buttons_attachment(message["conversation_id"]),
+                ]
             post = self._post_with_retry(
                 client,
                 channel_id,
@@ -464,6 +473,10 @@ class Sender:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     # -- helpers --------------------------------------------------------------
+
+    def _buttons_attachment(self, conversation_id: str) -> dict[str, Any]:
+        conversation = self.store.conversation(conversation_id)
+        return self.buttons.attachment(conversation, state_note(conversation))
 
     def client(self, settings: dict) -> mm.MattermostClient:
         """A client for an environment whose calls land in the integration log."""

@@ -32,6 +32,7 @@ from typing import Any
 
 import requests
 
+from .buttons import Buttons
 from .callbacks import CallbackSender
 from .inbound import InboundRouter
 from .sender import RECLAIM_AFTER_SECONDS, RETRY_SCHEDULE_SECONDS, Sender
@@ -205,6 +206,7 @@ class Worker:
         *,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        buttons: Buttons | None = None,
     ):
         self.store = store
         self.settings = settings or WorkerSettings()
@@ -219,6 +221,7 @@ class Worker:
             retry_budget=SEND_RETRY_BUDGET,
             schedule=self.settings.schedule,
             reclaim_after=self.settings.reclaim_after,
+            buttons=buttons,
         )
 
     def stop(self, *_: Any) -> None:

@@ -74,6 +74,7 @@ ROUTES = Map(
         Rule("/api/v4/posts", endpoint="create_post", methods=["POST"]),
         Rule("/api/v4/posts/<post_id>", endpoint="get_post", methods=["GET"]),
         Rule("/api/v4/posts/<post_id>/thread", endpoint="get_post_thread", methods=["GET"]),
+        Rule("/api/v4/posts/<post_id>/patch", endpoint="patch_post", methods=["PUT"]),
         Rule("/api/v4/reactions", endpoint="save_reaction", methods=["POST"]),
     ]
 )
@@ -234,6 +235,12 @@ class MattermostStandin:
         self.requests_seen: list[tuple[str, str]] = []
         self.webhook_deliveries: list[dict] = []
         self.internal_errors: list[str] = []  # tracebacks of stand-in bugs (answered as 500)
+        # Slash commands and button clicks (issue 10): each call made, and the
+        # ephemeral posts only their user sees (never in posts / GET answers).
+        self.commands: list[dict] = []
+        self.command_calls: list[dict] = []
+        self.action_calls: list[dict] = []
+        self.ephemeral_posts: list[dict] = []
 
         self._users: dict[str, dict] = {}
         self._tokens: dict[str, str] = {}  # token -> user id
@@ -1031,6 +1038,38 @@ class MattermostStandin:
                 self.posts_in_flight -= 1
                 self._in_flight.notify_all()
 
+    def _api_patch_post(self, request, user, post_id):
+        """api4/post.go patchPost: the author edits (a bot its own posts; another's
+        needs edit_others_posts, which a member-role bot lacks); model/post.go
+        Post.Patch: a given ``message`` replaces it, given ``props`` replace them
+        all; app.UpdatePost sets edit_at when the message changed."""
+        patch = _json_body(request, "post")
+        message, props = patch.get("message"), patch.get("props")
+        if (message is not None and not isinstance(message, str)) or (
+            props is not None and not isinstance(props, dict)
+        ):
+            raise _invalid_body_param("post")
+        with self._lock:
+            post = self._readable_post(user, post_id)
+            if post["user_id"] != user["id"]:
+                raise _permission_error()
+            if message is not None and len(message) > self.max_post_size:
+                raise AppError(
+                    400, "model.post.is_valid.message_length.app_error", "Message too long."
+                )
+            self._apply_update(post, message, props)
+            return 200, self._post_for_client(post)
+
+    def _apply_update(self, post: dict, message: str | None, props: dict | None) -> None:
+        """app/post.go UpdatePost (lock held): new message and props, edit time."""
+        changed = now_ms()
+        if message is not None and message != post["message"]:
+            post["message"] = message
+            post["edit_at"] = changed
+        if props is not None:
+            post["props"] = json.loads(json.dumps(props))
+        post["update_at"] = changed
+
     def _abandon(self, pending_post_id: str) -> None:
         """A held request let go unsaved: free its pending id and answer a 500."""
         with self._lock:
@@ -1272,7 +1311,7 @@ class MattermostStandin:
         """
         root_id = post["root_id"] or post["id"]
         count, last = (replies or self._reply_stats({root_id})).get(root_id, (0, 0))
-        client = dict(post, props=dict(post["props"]), metadata={})
+        client = dict(post, props=_strip_action_integrations(post["props"]), metadata={})
         client["reply_count"] = count
         client["last_reply_at"] = last
         client["participants"] = None
@@ -1290,6 +1329,164 @@ class MattermostStandin:
                 count, last = stats.get(p["root_id"], (0, 0))
                 stats[p["root_id"]] = (count + 1, max(last, p["create_at"]))
         return stats
+
+    # ------------------------------------------- slash commands and buttons
+
+    def add_slash_command(self, trigger: str, url: str, *, token: str | None = None) -> str:
+        """Register a custom slash command (Integrations -> Slash Commands, method POST)
+        for the team; its token (model.NewId, 26 characters) is returned."""
+        with self._lock:
+            command = {"trigger": trigger.lstrip("/"), "url": url, "token": token or new_id()}
+            self.commands.append(command)
+            return command["token"]
+
+    def run_slash_command(self, user: dict | str, channel_id: str, text: str) -> dict:
+        """Type ``text`` (``/bridge list``) in a channel, as the web app's executeCommand.
+
+        app/command.go ExecuteCommand -> DoCommandRequest: a form POST with
+        ``Authorization: Token <token>``, ``Accept: application/json``; the
+        fields are exactly these (mention maps only when the text @-mentions
+        someone). A non-200 answer fails the command
+        (api.command.execute_command.failed_resp.app_error); otherwise the
+        model.CommandResponse is handled by HandleCommandResponsePost:
+        ``in_channel`` posts the text in the channel (from_webhook), anything
+        else is an ephemeral post only the user sees. Returns the parsed answer.
+        """
+        trigger, _, message = text.lstrip("/").partition(" ")
+        with self._lock:
+            author = self._users[user if isinstance(user, str) else user["id"]]
+            channel = self._channels_by_id[channel_id]
+            (command,) = [c for c in self.commands if c["trigger"] == trigger]
+            form = {
+                "token": command["token"],
+                "team_id": self.team["id"],
+                "team_domain": self.team["name"],
+                "channel_id": channel_id,
+                "channel_name": channel["name"],
+                "user_id": author["id"],
+                "user_name": author["username"],
+                "command": "/" + trigger,
+                "text": message.strip(),
+                "trigger_id": new_id(),
+                "response_url": f"{self.url}/hooks/commands/{new_id()}",
+            }
+        record = {"url": command["url"], "form": form, "status": None, "body": ""}
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.post(
+                command["url"],
+                data=urlencode(sorted(form.items())).encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                    "Authorization": "Token " + command["token"],
+                },
+                timeout=WEBHOOK_TIMEOUT,
+            )
+        record.update(status=response.status_code, body=response.text)
+        with self._lock:
+            self.command_calls.append(record)
+        if response.status_code != 200:
+            raise AppError(
+                500,
+                "api.command.execute_command.failed_resp.app_error",
+                f"Command with a trigger of '/{trigger}' returned response {response.status_code}.",
+            )
+        answer = json.loads(response.text)
+        if answer.get("response_type") == "in_channel":
+            fields = {
+                "channel_id": channel_id,
+                "message": answer.get("text", ""),
+                "props": {"from_webhook": "true"},
+            }
+            self._finish_create(author, channel, fields)
+        else:
+            with self._lock:
+                self.ephemeral_posts.append(
+                    {"user_id": author["id"], "channel_id": channel_id, "message": answer["text"]}
+                )
+        return answer
+
+    def click_action(self, user: dict | str, post_id: str, action_id: str) -> dict:
+        """Click a message attachment button, as app/integration_action.go
+        DoPostActionWithCookie does for the web app (no cookie: the post is read).
+
+        POSTs model.PostActionIntegrationRequest as JSON to the action's
+        integration URL (only the server ever sees it); a non-200 answer is a
+        400 for the client (api.post.do_action.action_integration.app_error).
+        The answer's ``update`` replaces the post's message (an update without
+        one empties it) and, when it has props, its props (keeping only the
+        PostActionRetainPropKeys of the original); ``ephemeral_text`` becomes an
+        ephemeral post for the clicking user. Returns the parsed answer.
+        """
+        with self._lock:
+            clicker = self._users[user if isinstance(user, str) else user["id"]]
+            post = self._readable_post(clicker, post_id)
+            action = next(
+                (
+                    a
+                    for attachment in post["props"].get("attachments") or []
+                    for a in attachment.get("actions") or []
+                    if a.get("id") == action_id and a.get("integration")
+                ),
+                None,
+            )
+            if action is None:
+                raise AppError(404, "api.post.do_action.action_id.app_error", "Action not found.")
+            channel = self._channels_by_id[post["channel_id"]]
+            payload = {
+                "user_id": clicker["id"],
+                "user_name": clicker["username"],
+                "channel_id": channel["id"],
+                "channel_name": channel["name"],
+                "team_id": channel["team_id"],
+                "team_domain": self.team["name"],
+                "post_id": post_id,
+                "trigger_id": new_id(),
+                "type": action.get("type", "button"),
+                "context": json.loads(json.dumps(action["integration"].get("context") or {})),
+            }
+            url = action["integration"]["url"]
+            original_props = post["props"]
+        record = {"url": url, "payload": payload, "status": None, "body": ""}
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.post(
+                url,
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=WEBHOOK_TIMEOUT,
+            )
+        record.update(status=response.status_code, body=response.text)
+        with self._lock:
+            self.action_calls.append(record)
+        if response.status_code != 200:
+            raise AppError(
+                400, "api.post.do_action.action_integration.app_error", "Unable to do the action."
+            )
+        answer = json.loads(response.text) if response.content else {}
+        with self._lock:
+            update = answer.get("update")
+            if update is not None:
+                props = update.get("props")
+                if props is not None:
+                    props = dict(props)
+                    for key in ("from_webhook", "override_username", "override_icon_url"):
+                        if key in original_props:
+                            props[key] = original_props[key]
+                        else:
+                            props.pop(key, None)
+                self._apply_update(post, update.get("message", ""), props)
+            if answer.get("ephemeral_text"):
+                self.ephemeral_posts.append(
+                    {
+                        "user_id": clicker["id"],
+                        "channel_id": channel["id"],
+                        "root_id": post["root_id"] or post["id"],
+                        "message": answer["ephemeral_text"],
+                    }
+                )
+        return answer
 
     # -------------------------------------------------------------- webhooks
 
@@ -1450,6 +1647,19 @@ def _rate_limited() -> Response:
         },
         content_type="text/plain; charset=utf-8",
     )
+
+
+def _strip_action_integrations(props: dict) -> dict:
+    """A copy of a post's props as clients get them: model/post.go
+    StripActionIntegrations drops every attachment action's ``integration``
+    (URL and context), so only the server knows where a click goes and what
+    it carries."""
+    client = json.loads(json.dumps(props))
+    for attachment in client.get("attachments") or []:
+        for action in (attachment.get("actions") or []) if isinstance(attachment, dict) else []:
+            if isinstance(action, dict):
+                action.pop("integration", None)
+    return client
 
 
 def _post_not_found() -> AppError:

@@ -21,7 +21,7 @@ from tests.snapshot import dump_tables as dump
 
 # Reachable without logging in, each for its own reason (see the README's security review).
 PUBLIC_ENDPOINTS = {"static", "auth.login", "auth.setup"}
-PUBLIC_BLUEPRINTS = {"api", "hooks", "source_hooks", "chat"}
+PUBLIC_BLUEPRINTS = {"api", "hooks", "agent_hooks", "source_hooks", "chat"}
 # Admin routes the enumeration must find: guards against a filter that finds nothing.
 KNOWN_ADMIN = {
     "admin.dashboard",

@@ -56,7 +56,7 @@ def post(live, admin, path, data=None):
 def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     page = checklist(live, admin)
     assert set(evidence(page, "test").values()) == {"not-yet"}
-    assert "0 / 8" in page
+    assert "0 / 10" in page
 
     post(
         live,
@@ -107,10 +107,24 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     mm.user_post(mm.agent, support, "an answer", root_id=started["root_post_id"])
     mm.wait_for_webhooks()
     live.wait_routed()
+    states = evidence(checklist(live, admin), "test")
+    assert states["end_to_end"] == "ok"
+    assert states["slash_command"] == "not-yet" and states["buttons"] == "not-yet"
+
+    # The slash command's token, saved on the authentication screen, shown masked only.
+    command_token = mm.add_slash_command("bridge", f"{live.url}/hooks/mattermost/test/command")
+    post(live, admin, "/env/test/auth", {"server_url": mm.url, "command_token": command_token})
+    auth_page = admin.get(f"{live.url}/env/test/auth", timeout=30).text
+    assert command_token not in auth_page
+    assert f"Saved slash command token: <code>••••••{command_token[-4:]}</code>" in auth_page
+    assert f"{live.url}/hooks/mattermost/test/command" in auth_page
+    mm.run_slash_command(mm.agent, support, "/bridge status")
+    assert evidence(checklist(live, admin), "test")["slash_command"] == "ok"
+    mm.click_action(mm.agent, started["root_post_id"], "claim")
     page = checklist(live, admin)
     assert set(evidence(page, "test").values()) == {"ok"}
     assert all(ticked(page, "test", item) for item in evidence(page, "test"))
-    assert "8 / 8" in page and "bridge (evidence)" in page
+    assert "10 / 10" in page and "bridge (evidence)" in page
 
 
 def test_bot_removed_from_a_channel_turns_member_failing_on_recheck(live, mm, admin):
@@ -159,7 +173,7 @@ def test_unknown_item_is_404_and_markdown_export_downloads(live, admin):
     assert missing.status_code == 404
     export = admin.get(f"{live.url}/checklist.md", timeout=10)
     assert export.headers["Content-Disposition"].startswith("attachment")
-    assert "## Test: 8/8 (READY)" in export.text
+    assert "## Test: 10/10 (READY)" in export.text
     assert "- [x] **Test message posted**" in export.text
 
 

@@ -10,7 +10,7 @@ import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.standin import MAX_POST_SIZE, VERSION_ID, MattermostStandin
+from tests.standin import MAX_POST_SIZE, VERSION_ID, AppError, MattermostStandin
 
 TIMEOUT = 5
 APP_ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
@@ -27,6 +27,7 @@ class Receiver:
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.reply_body = ""
+        self.reply_status = 200
         self._server = make_server(
             "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
         )
@@ -43,9 +44,10 @@ class Receiver:
                 "content_type": request.content_type,
                 "user_agent": request.headers.get("User-Agent"),
                 "body": request.get_data(as_text=True),
+                "authorization": request.headers.get("Authorization"),
             }
         )
-        response = Response(self.reply_body, 200, content_type="application/json")
+        response = Response(self.reply_body, self.reply_status, content_type="application/json")
         return response(environ, start_response)
 
     def close(self) -> None:
@@ -607,3 +609,127 @@ def test_a_post_held_after_saving_is_saved_before_its_answer(mm, http):
         assert [post["message"] for post in mm.posts] == ["kept"] and not held.done()
         mm.release_posts()
         assert held.result().json()["id"] == mm.posts[0]["id"]
+
+
+# -- slash commands, buttons, post patches (issue 10) -------------------------------------
+
+
+COMMAND_FIELDS = {
+    "token",
+    "team_id",
+    "team_domain",
+    "channel_id",
+    "channel_name",
+    "user_id",
+    "user_name",
+    "command",
+    "text",
+    "trigger_id",
+    "response_url",
+}
+
+
+def test_slash_command_posts_the_form_with_a_token_header_and_answers_ephemerally(mm, receiver):
+    token = mm.add_slash_command("bridge", receiver.url)
+    receiver.reply_body = json.dumps({"response_type": "ephemeral", "text": "two open"})
+    support = mm.channels["support"]["id"]
+    answer = mm.run_slash_command(mm.agent, support, "/bridge list  now")
+    assert answer == {"response_type": "ephemeral", "text": "two open"}
+    (call,) = receiver.calls
+    assert call["content_type"] == "application/x-www-form-urlencoded"
+    assert call["authorization"] == f"Token {token}"
+    form = {key: values[0] for key, values in parse_qs(call["body"]).items()}
+    assert set(form) == COMMAND_FIELDS
+    assert (form["token"], form["command"], form["text"]) == (token, "/bridge", "list  now")
+    assert form["user_name"] == "alice" and form["channel_id"] == support
+    assert mm.ephemeral_posts == [
+        {"user_id": mm.agent["id"], "channel_id": support, "message": "two open"}
+    ]
+    assert mm.posts_in(support) == []
+
+
+def test_slash_command_in_channel_answer_is_posted_and_a_refusal_fails_it(mm, receiver):
+    mm.add_slash_command("bridge", receiver.url)
+    support = mm.channels["support"]["id"]
+    receiver.reply_body = json.dumps({"response_type": "in_channel", "text": "for all"})
+    mm.run_slash_command(mm.agent, support, "/bridge list")
+    (post,) = mm.posts_in(support)
+    assert (post["message"], post["user_id"]) == ("for all", mm.agent["id"])
+    assert post["props"]["from_webhook"] == "true"
+    receiver.reply_status = 403
+    with pytest.raises(AppError, match="returned response 403"):
+        mm.run_slash_command(mm.agent, support, "/bridge list")
+    assert mm.command_calls[-1]["status"] == 403
+
+
+def button_post(http, mm, url, context):
+    attachment = {
+        "text": "state",
+        "actions": [
+            {"id": "claim", "type": "button", "name": "Claim",
+             "integration": {"url": url, "context": context}},
+        ],
+    }  # fmt: skip
+    response = create_post(
+        http, mm, mm.bot, "support", "root text", props={"attachments": [attachment]}
+    )
+    assert response.status_code == 201
+    return response.json()
+
+
+def test_clients_never_see_an_actions_integration(mm, http, receiver):
+    post = button_post(http, mm, receiver.url, {"secret": "s3"})
+    assert "integration" not in post["props"]["attachments"][0]["actions"][0]
+    read = http.get(f"{mm.url}/api/v4/posts/{post['id']}", headers=bearer(mm.agent), timeout=5)
+    assert read.json()["props"]["attachments"][0]["actions"][0] == {
+        "id": "claim",
+        "type": "button",
+        "name": "Claim",
+    }
+    stored = mm.get_post(post["id"])["props"]["attachments"][0]["actions"][0]
+    assert stored["integration"]["context"] == {"secret": "s3"}  # the server keeps it
+
+
+def test_click_posts_the_integration_request_and_applies_the_update(mm, http, receiver):
+    post = button_post(http, mm, receiver.url, {"conversation_id": "c1"})
+    # An update without a message empties the post, as the server does.
+    receiver.reply_body = json.dumps(
+        {"update": {"props": {"kept": "yes"}}, "ephemeral_text": "done"}
+    )
+    answer = mm.click_action(mm.agent, post["id"], "claim")
+    assert answer["ephemeral_text"] == "done"
+    (call,) = receiver.calls
+    assert call["content_type"] == "application/json"
+    sent = json.loads(call["body"])
+    assert set(sent) == {
+        "user_id", "user_name", "channel_id", "channel_name", "team_id",
+        "team_domain", "post_id", "trigger_id", "type", "context",
+    }  # fmt: skip
+    assert sent["context"] == {"conversation_id": "c1"} and sent["post_id"] == post["id"]
+    updated = mm.get_post(post["id"])
+    assert updated["message"] == ""
+    assert updated["props"] == {"kept": "yes"}  # from_bot was not one of the retained keys
+    assert mm.ephemeral_posts[-1]["message"] == "done"
+    # The update replaced the props: the button is gone, as in the server's GetAction.
+    with pytest.raises(AppError, match="Action not found"):
+        mm.click_action(mm.agent, post["id"], "claim")
+    receiver.reply_status = 500
+    other = button_post(http, mm, receiver.url, {})
+    with pytest.raises(AppError, match="Unable to do the action") as refused:
+        mm.click_action(mm.agent, other["id"], "claim")
+    assert refused.value.status == 400
+
+
+def test_patch_replaces_message_and_props_for_the_author_only(mm, http):
+    post = create_post(http, mm, mm.bot, "support", "before").json()
+    url = f"{mm.url}/api/v4/posts/{post['id']}/patch"
+    body = {"message": "after", "props": {"a": "b"}}
+    assert_app_error(
+        http.put(url, json=body, headers=bearer(mm.agent), timeout=5),
+        403,
+        "api.context.permissions.app_error",
+    )
+    patched = http.put(url, json=body, headers=bearer(mm.bot), timeout=5)
+    assert patched.status_code == 200
+    assert (patched.json()["message"], patched.json()["props"]) == ("after", {"a": "b"})
+    assert patched.json()["edit_at"] > 0

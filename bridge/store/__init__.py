@@ -9,6 +9,7 @@ closed afterwards; gunicorn workers each open their own connections.
 
 from __future__ import annotations
 
+from .agents import AGENT_ACTIONS, AgentsMixin
 from .base import (
     CONVERSATIONS_PAGE_SIZE,
     DIRECTIONS,
@@ -38,6 +39,7 @@ from .settings import SettingsMixin
 from .sources import SourcesMixin
 
 __all__ = [
+    "AGENT_ACTIONS",
     "CONVERSATIONS_PAGE_SIZE",
     "DIRECTIONS",
     "ENVIRONMENTS",
@@ -61,6 +63,7 @@ __all__ = [
 class Store(
     SettingsMixin,
     ConversationsMixin,
+    AgentsMixin,
     MessagesMixin,
     RepliesMixin,
     InboxMixin,

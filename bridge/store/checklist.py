@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .agents import AGENT_ACTIONS
 from .sources import SOURCE_ACTIONS
+
+# Inbound calls that say nothing about Mattermost's outgoing webhook.
+NOT_WEBHOOK_ACTIONS = SOURCE_ACTIONS + AGENT_ACTIONS
 
 
 class ChecklistMixin:
@@ -46,9 +50,10 @@ class ChecklistMixin:
         """
         return self._one(
             "SELECT * FROM log WHERE env = ? AND direction = 'inbound'"
-            " AND outcome IN ('ok', 'ignored') AND action NOT IN (?, ?)"
+            " AND outcome IN ('ok', 'ignored')"
+            f" AND action NOT IN ({', '.join('?' for _ in NOT_WEBHOOK_ACTIONS)})"
             " ORDER BY id DESC LIMIT 1",
-            [env, *SOURCE_ACTIONS],
+            [env, *NOT_WEBHOOK_ACTIONS],
         )
 
     def end_to_end_conversation(self, env: str) -> dict[str, Any] | None:

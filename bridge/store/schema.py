@@ -232,6 +232,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE environments ADD COLUMN login_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE environments ADD COLUMN password TEXT NOT NULL DEFAULT '';
     """,
+    # 13 (agents work from Mattermost, issue 10 parts 1-2): who claimed a conversation
+    # with the Claim button, and the /bridge slash command's token.
+    """
+    ALTER TABLE conversations ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
+    ALTER TABLE environments ADD COLUMN command_token TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

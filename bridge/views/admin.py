@@ -106,6 +106,15 @@ def _webhook_token(form, field):
         )
 
 
+def _command_token(form, field):
+    value = (field.data or "").strip()
+    if value and not WEBHOOK_TOKEN.match(value):
+        raise ValidationError(
+            "Mattermost's slash command tokens are 26 letters and digits: copy it again from "
+            "Integrations → Slash Commands."
+        )
+
+
 class AuthForm(FlaskForm):
     server_url = StringField(
         "Server URL",
@@ -144,6 +153,11 @@ class AuthForm(FlaskForm):
         "Outgoing webhook token",
         validators=[_webhook_token],
         description="Shown by Mattermost when you create the outgoing webhook.",
+    )
+    command_token = PasswordField(
+        "Slash command token",
+        validators=[_command_token],
+        description="Shown by Mattermost when you create the /bridge slash command.",
     )
 
 
@@ -202,6 +216,7 @@ def env_auth(env: str):
         verification=verification,
         inbound_url=inbound_url(env),
         inbound_unreachable=_loopback(inbound_url(env)),
+        command_url=public_url(url_for("agent_hooks.command", env=env)),
     )
 
 
@@ -211,6 +226,9 @@ def _save_auth(settings: dict, form: AuthForm, credential: Credential) -> dict:
     server_url = form.server_url.data
     webhook_token = (form.webhook_token.data or "").strip()
     fields = {"webhook_token": webhook_token} if webhook_token else {}
+    command_token = (form.command_token.data or "").strip()
+    if command_token:
+        fields["command_token"] = command_token
     if server_url == settings["server_url"] and not credential.new:
         if fields:
             get_store().update_environment(env, **fields)
@@ -312,6 +330,7 @@ def _masked(settings: dict) -> dict:
         "bot_token": mask_secret(settings["bot_token"]),
         "password": mask_password(settings["password"]),
         "webhook_token": mask_secret(settings["webhook_token"]),
+        "command_token": mask_secret(settings["command_token"]),
         "callback_secret": mask_secret(settings["callback_secret"]),
     }
 

@@ -130,6 +130,7 @@ def _conversation_json(conversation: dict[str, Any]) -> dict[str, Any]:
         "channel_id": conversation["channel_id"],
         "created_at": iso_time(conversation["created_at"]),
         "closed_at": iso_time(conversation["closed_at"]),
+        "assignee": conversation["assignee"],
     }
 
 

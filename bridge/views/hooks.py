@@ -17,6 +17,7 @@ from functools import partial
 
 from flask import Blueprint, current_app, request
 
+from ..buttons import buttons_from_config
 from ..db import get_store
 from ..errors import ApiError
 from ..inbound import InboundRouter, PayloadError, parse_payload, route_after_answer
@@ -45,6 +46,7 @@ def receive(env: str):
                 outcome.inbox_id,
                 outcome.claim,
                 session=current_app.config.get("MATTERMOST_SESSION"),
+                buttons=buttons_from_config(current_app.config, request.host_url),
             )
         )
     return response
