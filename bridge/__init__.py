@@ -67,7 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["when"] = format_timestamp
 
     from . import cli, db, errors, headers
-    from .views import admin, api, auth, chat, checklist, hooks, log, sources, sources_admin
+    from .views import admin, api, auth, chat, checklist, hooks, log, oauth, sources, sources_admin
 
     db.init_app(app)
     errors.init_app(app)
@@ -83,6 +83,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         chat.bp,
         sources.bp,
         sources_admin.bp,
+        oauth.bp,
+        oauth.settings_bp,
     ):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhooks, sources) or capability-URL (chat) routes; see chat.py.
