@@ -178,7 +178,8 @@ def signed_in_user(
     )
     raise SignInError(
         f"@{who} signed in to Mattermost, but only {allowed} may administer the bridge. "
-        "Ask an admin of the bridge to add you, or sign in to Mattermost as another user.",
+        "Ask an admin of the bridge to name a team you are in, or sign in to Mattermost "
+        "as another user.",
         status=403,
         title="Not allowed",
     )

@@ -203,7 +203,9 @@ def test_members_of_the_named_team_may_sign_in_others_not(client, configured, re
     mattermost(requests_mock, user=PLAIN_USER, teams=[{**ACME, "name": "other", "id": "o" * 26}])
     response = callback(client, start(client))
     assert response.status_code == 403
-    assert "but only system admins and members of the team acme may" in response.get_data(as_text=True)
+    assert "but only system admins and members of the team acme may" in response.get_data(
+        as_text=True
+    )
     assert not is_signed_in(client)
 
 
