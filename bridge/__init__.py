@@ -67,7 +67,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.filters["when"] = format_timestamp
 
     from . import cli, db, errors, headers
-    from .views import admin, api, auth, chat, checklist, hooks, log, oauth, sources, sources_admin
+    from .views import (
+        admin,
+        admin_log,
+        api,
+        auth,
+        chat,
+        checklist,
+        hooks,
+        log,
+        oauth,
+        sources,
+        sources_admin,
+    )
 
     db.init_app(app)
     errors.init_app(app)
@@ -85,6 +97,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         sources_admin.bp,
         oauth.bp,
         oauth.settings_bp,
+        admin_log.bp,
     ):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhooks, sources) or capability-URL (chat) routes; see chat.py.

@@ -55,10 +55,11 @@ class SignInError(Exception):
     403 for a user who is not allowed, 502 when Mattermost failed or refused.
     """
 
-    def __init__(self, message: str, *, status: int, title: str):
+    def __init__(self, message: str, *, status: int, title: str, who: str = ""):
         super().__init__(message)
         self.status = status
         self.title = title
+        self.who = who  # the Mattermost username, when one was refused
 
 
 def new_state() -> str:
@@ -182,6 +183,7 @@ def signed_in_user(
         "as another user.",
         status=403,
         title="Not allowed",
+        who=who,
     )
 
 

@@ -411,3 +411,40 @@ def test_the_command_turns_the_password_off_only_after_a_sign_in(runner, store):
     # Run again without the flag: the password login is back (the way in when OAuth breaks).
     assert oauth_cli(runner).exit_code == 0
     assert store.oauth_settings()["password_disabled"] is False
+
+
+# -- the log of admin actions ----------------------------------------------------------------
+
+
+def test_admin_actions_are_logged_under_the_mattermost_username(
+    app, client, configured, requests_mock
+):
+    mattermost(requests_mock, user=PLAIN_USER)
+    callback(client, start(client))  # refused
+    mattermost(requests_mock)
+    callback(client, start(client))
+    client.post("/checklist/test/auth_filled/toggle")
+    client.post("/checklist/test/no-such-item/toggle")  # 404: nothing was done
+    client.post("/logout")
+    password = app.test_client()
+    password.post("/login", data={"name": "Ada", "password": ADMIN_PASSWORD})
+    rows = [(r["actor"], r["action"], r["detail"]) for r in configured.admin_actions()][::-1]
+    assert rows == [
+        ("plain-paul", "sign-in refused", "Mattermost: Not allowed"),
+        ("root-rita", "sign-in", "Mattermost"),
+        ("root-rita", "checklist.toggle", "POST /checklist/test/auth_filled/toggle → 200"),
+        ("root-rita", "logout", "every admin session ended"),
+        ("Ada", "sign-in", "password"),
+    ]
+    page = password.get("/admin-log").get_data(as_text=True)
+    assert page.count("<tr><td>") == 5
+    assert "<td>root-rita</td><td>checklist.toggle</td>" in page
+    assert 'href="/admin-log"' in password.get("/").get_data(as_text=True)
+
+
+def test_pruning_the_log_drops_old_admin_actions_too(store):
+    store.log_admin_action("old-olga", "sign-in", "password")
+    store.db.execute("UPDATE admin_log SET ts = ts - 31 * 86400")
+    store.log_admin_action("new-nina", "sign-in", "Mattermost")
+    store.prune_log(30)
+    assert [row["actor"] for row in store.admin_actions()] == ["new-nina"]

@@ -1,4 +1,4 @@
-"""The Mattermost sign-in settings (OAuth app, allowed team, password fallback), in ``meta``."""
+"""Admin sign-in: the Mattermost sign-in settings (in ``meta``) and the log of admin actions."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 _KEYS = ("server_url", "client_id", "client_secret", "team")
+ADMIN_LOG_PAGE_SIZE = 100
 
 
 class OAuthMixin:
@@ -35,3 +36,19 @@ class OAuthMixin:
     def last_oauth_sign_in(self) -> dict[str, Any] | None:
         value = self.get_meta("oauth_last_sign_in")
         return json.loads(value) if value else None
+
+    # -- the log of admin actions ------------------------------------------------
+
+    def log_admin_action(self, actor: str, action: str, detail: str = "") -> None:
+        self.db.execute(
+            "INSERT INTO admin_log (ts, actor, action, detail) VALUES (?, ?, ?, ?)",
+            [time.time(), actor[:100], action[:100], detail[:500]],
+        )
+
+    def admin_actions(self, limit: int = ADMIN_LOG_PAGE_SIZE) -> list[dict[str, Any]]:
+        """The newest admin actions first."""
+        cursor = self.db.execute(
+            "SELECT ts, actor, action, detail FROM admin_log ORDER BY id DESC LIMIT ?", [limit]
+        )
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

@@ -172,6 +172,7 @@ def login():
         if password_matches(form.password.data):
             give_login_try_back()
             start_admin_session(form.name.data.strip())
+            get_store().log_admin_action(admin_name(), "sign-in", "password")
             return redirect(safe_next(request.args.get("next")))
         form.password.errors.append("Wrong password.")
     return render_template("auth/login.html", form=form, oauth=oauth)
@@ -190,6 +191,7 @@ def logout():
     # Only a live session may end them all: a stranger with a CSRF token of
     # his own must not be able to log every admin out.
     if is_admin():
+        get_store().log_admin_action(admin_name(), "logout", "every admin session ended")
         get_store().end_admin_sessions()
     session.clear()
     flash("Logged out.", "ok")

@@ -101,10 +101,14 @@ def callback():
         token = oauth.exchange_code(settings, code, callback_url())
         username = oauth.signed_in_user(settings, token)
     except oauth.SignInError as error:
+        if error.who:  # a Mattermost user who is not allowed
+            get_store().log_admin_action(error.who, "sign-in refused", "Mattermost: " + error.title)
         return _error_page(error)
     give_login_try_back()
-    get_store().record_oauth_sign_in(username, settings.server_url, settings.client_id)
+    store = get_store()
+    store.record_oauth_sign_in(username, settings.server_url, settings.client_id)
     start_admin_session(username)
+    store.log_admin_action(username, "sign-in", "Mattermost")
     return redirect(safe_next(came_from))
 
 
