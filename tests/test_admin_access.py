@@ -32,6 +32,7 @@ KNOWN_ADMIN = {
     "log.page",
     "auth.logout",
     "oauth_settings.settings_page",
+    "admin_log.page",
 }
 HX = {"HX-Request": "true"}
 PASSWORD = "correct horse battery"

@@ -41,6 +41,18 @@ def test_sign_in_with_mattermost_lands_on_the_dashboard_as_the_mattermost_user(
     page: Page, bridge, mm
 ):
     mm.oauth_user = mm.add_user("root-rita", roles="system_user system_admin")
+    # Chromium reports a CSP violation on the console ("Refused to ...", or for a form
+    # whose answer redirects elsewhere "... violates the following Content Security Policy
+    # directive: form-action 'self' ... blocked", which a form POST button would cause).
+    errors = []
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if "Content Security Policy" in message.text or "Refused to" in message.text
+            else None
+        ),
+    )
     page.goto(bridge.url + "/checklist")
     expect(page).to_have_url(re.compile(r"/login\?next=/checklist"), timeout=TIMEOUT)
     shot(page, "oauth-01-login")
@@ -61,6 +73,13 @@ def test_sign_in_with_mattermost_lands_on_the_dashboard_as_the_mattermost_user(
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_text("Sign-in settings saved.")).to_be_visible(timeout=TIMEOUT)
     shot(page, "oauth-03-settings")
+    page.get_by_role("link", name="Dashboard").click()
+    page.get_by_role("link", name="admin actions").click()
+    log = page.locator("table[data-admin-log] tbody tr")
+    expect(log.first).to_contain_text("root-rita", timeout=TIMEOUT)
+    expect(log.first).to_contain_text("oauth_settings.settings_page")
+    expect(log.nth(1)).to_contain_text("sign-in")
+    expect(log.nth(1)).to_contain_text("Mattermost")
 
     page.get_by_role("button", name="Log out root-rita").click()
     expect(page).to_have_url(re.compile(r"/login"), timeout=TIMEOUT)
@@ -75,3 +94,4 @@ def test_sign_in_with_mattermost_lands_on_the_dashboard_as_the_mattermost_user(
     expect(page.get_by_role("alert")).to_contain_text("@plain-paul signed in to Mattermost")
     shot(page, "oauth-05-refused")
     expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
+    assert errors == []  # no CSP violation on the way (the refusal's 403 is not one)
