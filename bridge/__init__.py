@@ -69,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import cli, db, errors, headers
     from .views import (
         admin,
+        admin_log,
         agent_hooks,
         api,
         auth,
@@ -76,6 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         checklist,
         hooks,
         log,
+        oauth,
         sources,
         sources_admin,
     )
@@ -95,6 +97,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         chat.bp,
         sources.bp,
         sources_admin.bp,
+        oauth.bp,
+        oauth.settings_bp,
+        admin_log.bp,
     ):
         app.register_blueprint(blueprint)
     # Token-authenticated (API, webhooks, slash command, buttons' HMAC, sources) or capability-URL (chat) routes; see chat.py.

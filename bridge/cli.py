@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import instance_secret_key
+from . import instance_secret_key, oauth
 from . import mattermost as mm
 from .buttons import buttons_from_config
 from .callbacks import CallbackSender
@@ -499,6 +499,54 @@ def source_resend_command(env: str, name: str, payload_id: int | None) -> None:
         raise SystemExit(1)
 
 
+@click.command("oauth")
+@with_appcontext
+@click.option(
+    "--server-url", required=True, help="The Mattermost server, e.g. https://chat.example.com."
+)
+@click.option("--client-id", required=True, help="The OAuth 2.0 app's client id.")
+@click.option("--client-secret", required=True, help="The OAuth 2.0 app's client secret.")
+@click.option("--team", default="", help="A team (its name) whose members may sign in too.")
+@click.option(
+    "--disable-password",
+    is_flag=True,
+    help="Turn the password login off (once a Mattermost sign-in has succeeded).",
+)
+def oauth_command(
+    server_url: str, client_id: str, client_secret: str, team: str, disable_password: bool
+) -> None:
+    """Set up Sign in with Mattermost (OAuth 2.0) for the admin screens.
+
+    Every run sets all the settings: without --team only system admins may
+    sign in, and without --disable-password the password login is on (the way
+    back in when the Mattermost sign-in fails).
+    """
+    store = get_store()
+    store.migrate()
+    fields = {
+        "server_url": server_url.strip(),
+        "client_id": client_id.strip(),
+        "client_secret": client_secret.strip(),
+        "team": team.strip(),
+    }
+    problems = oauth.settings_problems(fields)
+    if problems:
+        raise click.ClickException(" ".join(problems))
+    fields["password_disabled"] = disable_password
+    proven = oauth.sign_in_proven(oauth.OAuthSettings(**fields), store.last_oauth_sign_in())
+    if disable_password and not proven:
+        raise click.ClickException(oauth.DISABLE_REFUSED + " Nothing was changed.")
+    store.save_oauth_settings(**fields)
+    allowed = "system admins" + (f" and members of team {fields['team']}" if fields["team"] else "")
+    callback = (current_app.config["PUBLIC_URL"] or "<bridge URL>") + "/login/mattermost/callback"
+    click.echo(
+        f"Sign in with Mattermost: {fields['server_url']}, client id {fields['client_id']}, "
+        f"secret {mask_secret(fields['client_secret'])}; allowed: {allowed}. "
+        f"Password login {'off' if disable_password else 'on'}. "
+        f"Callback URL to register in Mattermost: {callback}"
+    )
+
+
 def init_app(app: Flask) -> None:
     for command in (
         init_command,
@@ -509,5 +557,6 @@ def init_app(app: Flask) -> None:
         worker_command,
         prune_log_command,
         source_group,
+        oauth_command,
     ):
         app.cli.add_command(command)

@@ -76,10 +76,14 @@ ROUTES = Map(
         Rule("/api/v4/posts/<post_id>/thread", endpoint="get_post_thread", methods=["GET"]),
         Rule("/api/v4/posts/<post_id>/patch", endpoint="patch_post", methods=["PUT"]),
         Rule("/api/v4/reactions", endpoint="save_reaction", methods=["POST"]),
+        # OAuth 2.0 provider (server/channels/web/oauth.go InitOAuth): outside /api/v4.
+        Rule("/oauth/authorize", endpoint="oauth_authorize", methods=["GET"]),
+        Rule("/oauth/access_token", endpoint="oauth_access_token", methods=["POST"]),
     ]
 )
-# Endpoints the server serves without a session (api4 APIHandler, not APISessionRequired).
-_PUBLIC_ENDPOINTS = {"ping", "login", "logout"}
+# Endpoints the server serves without a session (api4 APIHandler, not APISessionRequired;
+# the OAuth ones are APIHandlerTrustRequester).
+_PUBLIC_ENDPOINTS = {"ping", "login", "logout", "oauth_authorize", "oauth_access_token"}
 # api4/user.go login: every credential failure not in its unmaskedErrors list is
 # rewritten to this (the default config: sign-in by username and e-mail, no SSO).
 _INVALID_CREDENTIALS = (
@@ -87,6 +91,8 @@ _INVALID_CREDENTIALS = (
     "api.user.login.invalid_credentials_email_username",
     "Enter a valid email or username and/or password.",
 )
+OAUTH_CODE_TTL = 600.0  # model.AuthCodeExpireTime (10 minutes)
+SSO_SESSION_SECONDS = 720 * 3600  # ServiceSettings.SessionLengthSSOInHours default (30 days)
 
 # A queued fault: do the work, then cut the connection instead of answering.
 LOST = "lost"
@@ -261,6 +267,11 @@ class MattermostStandin:
         self.failing_status: int | None = None  # every request once the queue is empty
         self._gates: dict[str, Gate] = {}
         self._request_count = 0
+        # OAuth provider: registered apps by client id, issued codes, and the
+        # user logged in to Mattermost in "the browser" (None: not logged in).
+        self._oauth_apps: dict[str, dict] = {}
+        self._auth_codes: dict[str, dict] = {}
+        self.oauth_user: dict | None = None
 
         self._server = None
         self._serve_thread: threading.Thread | None = None
@@ -471,6 +482,32 @@ class MattermostStandin:
         user_id = user["id"] if isinstance(user, dict) else user
         with self._lock:
             return sum(1 for u in self._sessions.values() if u == user_id)
+
+    def add_user(self, username: str, *, roles: str = "system_user", in_team: bool = True) -> dict:
+        """Another person (not in any channel): a system admin with roles="system_admin system_user"."""
+        with self._lock:
+            user = self._add_user(username, is_bot=False)
+            user["roles"] = roles
+            if in_team:
+                self._team_members.add(user["id"])
+            return user
+
+    def add_oauth_app(self, callback_urls: list[str], *, trusted: bool = True) -> dict:
+        """Register an OAuth 2.0 app (System Console: Integrations > OAuth 2.0 Applications).
+
+        A trusted app is authorized without the consent page (authorizeOAuthPage).
+        Returns the app with its ``id`` (the client id) and ``client_secret``.
+        """
+        app = {
+            "id": new_id(),
+            "client_secret": new_id(),  # CreateOAuthApp: ClientSecret = model.NewId()
+            "name": "Mattermost Bridge",
+            "callback_urls": list(callback_urls),
+            "is_trusted": trusted,
+        }
+        with self._lock:
+            self._oauth_apps[app["id"]] = app
+        return dict(app)
 
     def revoke_token(self, token: str) -> None:
         """Revoke a token: every later request with it gets 401."""
@@ -771,7 +808,10 @@ class MattermostStandin:
             if endpoint != "create_post":  # create_post pauses mid-way, see there
                 self._pause(request, endpoint)
             user = None if endpoint in _PUBLIC_ENDPOINTS else self._authenticate(request)
-            status, body = getattr(self, f"_api_{endpoint}")(request, user, **args)
+            result = getattr(self, f"_api_{endpoint}")(request, user, **args)
+            if isinstance(result, Response):  # the OAuth pages: a redirect, not JSON
+                return result
+            status, body = result
         except AppError as error:
             return self._json(error.status, error.body(request_id), request_id)
         except Exception:  # a stand-in bug: answer like the server would, keep the trace
@@ -826,6 +866,123 @@ class MattermostStandin:
         )
 
     # ----------------------------------------------------------- endpoints
+
+    def _api_oauth_authorize(self, request, user):
+        """GET /oauth/authorize: web/oauth.go authorizeOAuthPage with a trusted app.
+
+        Errors are redirects to the web app's /error page (utils.RenderWebError);
+        not logged in is a redirect to /login?redirect_to=...; a trusted (or
+        already authorized) app gets a code at once (app/oauth.go
+        GetOAuthCodeRedirect): 302 to redirect_uri?code=...&state=... The
+        consent page for an untrusted app is the web app's, not modelled here.
+        """
+        args = request.args
+        client_id, redirect_uri = args.get("client_id", ""), args.get("redirect_uri", "")
+        state = args.get("state", "")
+        # model.AuthorizeRequest.IsValid
+        if (
+            not _VALID_ID.match(client_id)
+            or args.get("response_type") not in ("code", "token")
+            or not redirect_uri.startswith(("http://", "https://"))
+            or len(state) > 1024
+            or len(args.get("scope", "")) > 128
+        ):
+            return _web_error(self.url, "oauth_invalid_param", "Invalid authorize request.")
+        with self._lock:
+            app = self._oauth_apps.get(client_id)
+            user = self.oauth_user
+            if app is None:
+                return _web_error(self.url, "", "OAuth app not found.")
+            if user is None:
+                return _redirect(
+                    f"{self.url}/login?" + urlencode({"redirect_to": request.full_path})
+                )
+            if redirect_uri not in app["callback_urls"]:  # OAuthApp.IsValidRedirectURL: exact
+                return _web_error(
+                    self.url,
+                    "oauth_invalid_redirect_url",
+                    "Invalid redirect_uri: it must match a registered callback URL.",
+                )
+            if not app["is_trusted"]:
+                return Response(
+                    "<html>consent page (web app)</html>", 200, content_type="text/html"
+                )
+            code = new_id() + new_id()  # GetOAuthCodeRedirect: model.NewId() + model.NewId()
+            self._auth_codes[code] = {
+                "client_id": client_id,
+                "user_id": user["id"],
+                "redirect_uri": redirect_uri,
+                "expires": time.monotonic() + OAUTH_CODE_TTL,
+            }
+        separator = "&" if "?" in redirect_uri else "?"
+        return _redirect(redirect_uri + separator + urlencode({"code": code, "state": state}))
+
+    def _api_oauth_access_token(self, request, user):
+        """POST /oauth/access_token: web/oauth.go getAccessToken, app/oauth.go
+        GetOAuthAccessTokenForCodeFlow (authorization_code grant; a code works once)."""
+        form = request.form
+        code, grant = form.get("code", ""), form.get("grant_type", "")
+        if grant == "refresh_token":
+            raise AppError(501, "stand_in.not_modelled.app_error", "refresh_token: not modelled.")
+        if grant != "authorization_code":
+            raise AppError(
+                400,
+                "api.oauth.get_access_token.bad_grant.app_error",
+                "invalid_request: Bad grant_type.",
+            )
+        if not code:
+            raise AppError(
+                400,
+                "api.oauth.get_access_token.missing_code.app_error",
+                "invalid_request: Missing code.",
+            )
+        client_id = form.get("client_id", "")
+        if not _VALID_ID.match(client_id):
+            raise AppError(
+                400,
+                "api.oauth.get_access_token.bad_client_id.app_error",
+                "invalid_request: Bad client_id.",
+            )
+        credentials = "api.oauth.get_access_token.credentials.app_error"
+        expired = "api.oauth.get_access_token.expired_code.app_error"
+        with self._lock:
+            app = self._oauth_apps.get(client_id)
+            if app is None:
+                raise AppError(404, credentials, "invalid_client: Invalid client credentials.")
+            if not secrets.compare_digest(app["client_secret"], form.get("client_secret", "")):
+                raise AppError(403, credentials, "invalid_client: Invalid client credentials.")
+            grant_data = self._auth_codes.get(code)
+            if grant_data is None or grant_data["client_id"] != client_id:
+                raise AppError(
+                    400, expired, "invalid_grant: Invalid or expired authorization code."
+                )
+            if grant_data["expires"] < time.monotonic():
+                del self._auth_codes[code]
+                raise AppError(
+                    403, expired, "invalid_grant: Invalid or expired authorization code."
+                )
+            if grant_data["redirect_uri"] != form.get("redirect_uri", ""):
+                raise AppError(
+                    400,
+                    "api.oauth.get_access_token.redirect_uri.app_error",
+                    "invalid_request: Supplied redirect_uri does not match authorization code "
+                    "redirect_uri.",
+                )
+            # A new OAuth session; its token works as a Bearer token on /api/v4.
+            token, refresh = new_id(), new_id()
+            self._tokens[token] = grant_data["user_id"]
+            del self._auth_codes[code]  # RemoveAuthData: the code is spent
+        body = {
+            "access_token": token,
+            "token_type": "bearer",  # model.AccessTokenType
+            "expires_in": SSO_SESSION_SECONDS,
+            "scope": "user",  # model.DefaultScope
+            "refresh_token": refresh,
+        }
+        response = self._json(200, body, new_id())
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+        return response
 
     def _api_client_config(self, request, user):
         """GetClientConfig, format=old: strings only, MaxPostSize among the computed ones."""
@@ -1664,6 +1821,15 @@ def _strip_action_integrations(props: dict) -> dict:
 
 def _post_not_found() -> AppError:
     return AppError(404, "app.post.get.app_error", "Unable to get the post.")
+
+
+def _redirect(location: str) -> Response:
+    return Response("", 302, headers={"Location": location})
+
+
+def _web_error(site_url: str, kind: str, message: str) -> Response:
+    """utils.RenderWebError: the browser goes to the web app's error page."""
+    return _redirect(f"{site_url}/error?" + urlencode({"type": kind, "message": message}))
 
 
 def _resolve_user_id(user_id: str, session_user: dict) -> str:

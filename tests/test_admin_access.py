@@ -21,7 +21,7 @@ from tests.snapshot import dump_tables as dump
 
 # Reachable without logging in, each for its own reason (see the README's security review).
 PUBLIC_ENDPOINTS = {"static", "auth.login", "auth.setup"}
-PUBLIC_BLUEPRINTS = {"api", "hooks", "agent_hooks", "source_hooks", "chat"}
+PUBLIC_BLUEPRINTS = {"api", "hooks", "agent_hooks", "source_hooks", "chat", "oauth_login"}
 # Admin routes the enumeration must find: guards against a filter that finds nothing.
 KNOWN_ADMIN = {
     "admin.dashboard",
@@ -31,6 +31,8 @@ KNOWN_ADMIN = {
     "checklist.toggle",
     "log.page",
     "auth.logout",
+    "oauth_settings.settings_page",
+    "admin_log.page",
 }
 HX = {"HX-Request": "true"}
 PASSWORD = "correct horse battery"
@@ -41,6 +43,7 @@ MIRROR = "h1oy6b5w8fgzqk3tn4ecx7pjra"
 BOT_ID = "qz8mw3nd5tf9xhg1ocbe6kr4ya"
 SOURCE = "alerts"
 SOURCE_SECRET = "sourcesecret-n4v8q2x6m1z9"
+OAUTH_SECRET = "oauthsecret7w2k9q4x1m8z5r"
 
 
 def admin_rules(app):
@@ -254,6 +257,7 @@ def secrets_saved(admin, store, requests_mock):
         store.add_source(
             env, SOURCE, notification_type="alert", template="{{ payload.a }}", secret=SOURCE_SECRET
         )
+    store.save_oauth_settings(server_url=SERVER, client_id=BOT_ID, client_secret=OAUTH_SECRET)
     api_keys = [new_api_key(store, env) for env in SECRETS]  # shown once, when made
     conversation, _ = store.create_conversation("test", "Vera", "", "", "Hello")
     requests_mock.get(
@@ -267,7 +271,7 @@ def secrets_saved(admin, store, requests_mock):
         headers=MM_JSON,
     )
     every_secret = [s for secrets in SECRETS.values() for s in secrets.values()]
-    return conversation["id"], every_secret + api_keys + [PASSWORD, SOURCE_SECRET]
+    return conversation["id"], every_secret + api_keys + [PASSWORD, SOURCE_SECRET, OAUTH_SECRET]
 
 
 def pieces(secret: str, size: int = 8) -> set[str]:

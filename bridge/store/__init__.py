@@ -32,6 +32,7 @@ from .deliveries import DeliveriesMixin
 from .inbox import INBOX_KEEP_DONE_SECONDS, INBOX_LEASE_SECONDS, InboxMixin
 from .log import LogMixin
 from .messages import MessagesMixin
+from .oauth import OAuthMixin
 from .ratelimits import RateLimitsMixin
 from .replies import RepliesMixin
 from .schema import MIGRATIONS
@@ -62,6 +63,7 @@ __all__ = [
 
 class Store(
     SettingsMixin,
+    OAuthMixin,
     ConversationsMixin,
     AgentsMixin,
     MessagesMixin,

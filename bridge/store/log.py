@@ -153,7 +153,7 @@ class LogMixin:
         return self._one(sql + " ORDER BY id DESC LIMIT 1", params)
 
     def prune_log(self, days: float) -> int:
-        """Delete log rows older than ``days``; returns how many went.
+        """Delete log rows (and admin actions) older than ``days``; returns how many log rows went.
 
         Also drops what only matters for a short while: finished rate-limit
         windows, cached user names older than a day and inbox rows routed
@@ -162,6 +162,7 @@ class LogMixin:
         now = time.time()
         with self.immediate():
             cursor = self.db.execute("DELETE FROM log WHERE ts < ?", [now - days * 86400])
+            self.db.execute("DELETE FROM admin_log WHERE ts < ?", [now - days * 86400])
             self.db.execute("DELETE FROM rate_limits WHERE window_start < ?", [now - 86400])
             self.db.execute("DELETE FROM mm_users WHERE fetched_at < ?", [now - 86400])
             self.prune_inbox(now)

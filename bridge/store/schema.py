@@ -238,6 +238,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE conversations ADD COLUMN assignee TEXT NOT NULL DEFAULT '';
     ALTER TABLE environments ADD COLUMN command_token TEXT NOT NULL DEFAULT '';
     """,
+    # 14 (admin sign-in with Mattermost, issue 11 part 2): the log of admin actions,
+    # under the name each admin acts as (a Mattermost username, or the name typed
+    # at the password login): sign-ins, refusals, logouts and every admin POST.
+    """
+    CREATE TABLE admin_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    """,
 ]
 
 

@@ -8,7 +8,9 @@ browser; changing BRIDGE_ADMIN_PASSWORD does the same.
 
 Password checks are throttled per client address and in all (the
 ``rate_limits`` table, shared by every gunicorn worker): a few a minute, then
-429 with Retry-After. A correct password is taken back off both counts.
+429 with Retry-After. A correct password is taken back off both counts. The
+Mattermost sign-in's callback (bridge/views/oauth.py) counts the same way and
+opens its session with the same stamp, so logout ends it too.
 """
 
 from __future__ import annotations
@@ -156,21 +158,32 @@ def login():
     if not password_is_set():
         return redirect(url_for("auth.setup"))
     if request.method == "GET" and is_admin():
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     form = LoginForm()
+    oauth = get_store().oauth_settings()
+    if oauth["password_disabled"] and request.method == "POST":
+        # Only the Mattermost sign-in is on: a password is not even checked.
+        message = "Password login is turned off: use Sign in with Mattermost."
+        return render_template("auth/login.html", form=form, oauth=oauth, refused=message), 403
     if form.validate_on_submit():
-        wait = _spend_login_try()
+        wait = spend_login_try()
         if wait:
-            return _too_many_tries(form, wait)
+            return _too_many_tries(form, wait, oauth)
         if password_matches(form.password.data):
-            _give_login_try_back()
-            session.clear()
-            session["stamp"] = session_stamp()
-            session["admin_name"] = form.name.data.strip()
-            session.permanent = True  # idle expiry: PERMANENT_SESSION_LIFETIME
-            return redirect(_safe_next(request.args.get("next")))
+            give_login_try_back()
+            start_admin_session(form.name.data.strip())
+            get_store().log_admin_action(admin_name(), "sign-in", "password")
+            return redirect(safe_next(request.args.get("next")))
         form.password.errors.append("Wrong password.")
-    return render_template("auth/login.html", form=form)
+    return render_template("auth/login.html", form=form, oauth=oauth)
+
+
+def start_admin_session(name: str) -> None:
+    """A new admin session (password or Mattermost sign-in) acting as ``name``."""
+    session.clear()
+    session["stamp"] = session_stamp()
+    session["admin_name"] = name
+    session.permanent = True  # idle expiry: PERMANENT_SESSION_LIFETIME
 
 
 @bp.post("/logout")
@@ -178,6 +191,7 @@ def logout():
     # Only a live session may end them all: a stranger with a CSRF token of
     # his own must not be able to log every admin out.
     if is_admin():
+        get_store().log_admin_action(admin_name(), "logout", "every admin session ended")
         get_store().end_admin_sessions()
     session.clear()
     flash("Logged out.", "ok")
@@ -191,7 +205,7 @@ def _login_buckets() -> list[tuple[str, int]]:
     ]
 
 
-def _spend_login_try() -> float:
+def spend_login_try() -> float:
     """Count a password check; the seconds to wait instead when a limit is reached."""
     store = get_store()
     counted: list[str] = []
@@ -207,20 +221,20 @@ def _spend_login_try() -> float:
     return 0.0
 
 
-def _give_login_try_back() -> None:
+def give_login_try_back() -> None:
     """A correct password does not count against anyone's limit."""
     store = get_store()
     for bucket, _ in _login_buckets():
         store.forget_rate_limit_hit(bucket)
 
 
-def _too_many_tries(form: LoginForm, wait: float):
+def _too_many_tries(form: LoginForm, wait: float, oauth: dict):
     seconds = max(1, math.ceil(wait))
-    body = render_template("auth/login.html", form=form, wait=seconds)
+    body = render_template("auth/login.html", form=form, wait=seconds, oauth=oauth)
     return body, 429, {"Retry-After": str(seconds)}
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only local paths: a login link must not bounce the admin to another site."""
     if target and LOCAL_PATH.fullmatch(target):
         return request.script_root + target
