@@ -245,7 +245,7 @@ class LiveBridge:
                 conn.close()
             return unrouted == 0
 
-        wait_until(routed, timeout, "every kept webhook call routed")
+        wait_until(routed, timeout, what="every kept webhook call routed")
 
     def api_key(self, env: str = "test") -> str:
         return self.cli("api-key", env).stdout.strip().splitlines()[-1]

@@ -708,7 +708,10 @@ class MattermostStandin:
 
     def _wsgi_app(self, environ, start_response):
         request = Request(environ)
-        response = self._respond(request)
+        try:
+            response = self._respond(request)
+        finally:
+            request.close()  # the spooled files of a multipart upload
         if environ.get("standin.lost"):
             # The work is done (a post saved), but the client never hears of it.
             _shut(environ["werkzeug.socket"])
