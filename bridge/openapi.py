@@ -467,10 +467,20 @@ SPEC = {
                             "schema": _object(
                                 {
                                     "file": {"type": "string", "format": "binary"},
-                                    "text": _string(MAX_TEXT, required=False),
+                                # No "not" here: schemathesis cannot judge a binary
+                                # part against one. The rules are the same as for JSON.
+                                "text": {
+                                    "type": "string",
+                                    "maxLength": MAX_TEXT,
+                                    "pattern": "^[^\\u0000]*$",
+                                    "description": "Optional. " + _TEXT_RULES,
+                                },
                                 },
                                 ("file",),
-                            )
+                            ),
+                            # What the file must be, by its content (its declared type
+                            # and name do not count).
+                            "encoding": {"file": {"contentType": ", ".join(EXTENSIONS)}},
                         }
                     },
                 },
