@@ -197,7 +197,7 @@ def test_a_host_uploads_a_file_with_text_through_the_api(live, mm, key):
     body = response.json()
     assert body["status"] == "sent"
     (file,) = body["files"]
-    assert file["name"] == "invoice.pdf" and file["mime_type"] == "application/pdf"
+    assert file["name"] == "invoice.PDF" and file["mime_type"] == "application/pdf"
     assert file["size"] == len(PDF)
     assert file["url"] == f"/api/v1/conversations/{conversation_id}/files/{file['id']}"
     post = mm.get_post(body["post_id"])
