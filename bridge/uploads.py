@@ -72,7 +72,9 @@ def safe_name(name: str, mime_type: str) -> str:
     name = name.strip(" .") or "file"
     extension = EXTENSIONS[mime_type]
     stem, dot, given = name.rpartition(".")
-    if not dot or given.lower() not in (extension, "jpeg" if extension == "jpg" else extension):
+    if dot and given.lower() in (extension, "jpeg" if extension == "jpg" else extension):
+        extension = given  # the visitor's own spelling of the right extension
+    else:
         stem = name
     stem = stem[: MAX_NAME - len(extension) - 1]
     return f"{stem}.{extension}"
