@@ -161,7 +161,6 @@ class CallbackSender:
         self.store.finish_delivery(message_id, "delivered")
         return True
 
-
     def _tell_agent(self, message, settings, conversation, error: str) -> None:
         """The reply's author learns privately that the visitor has not got it."""
         try:

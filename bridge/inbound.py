@@ -402,9 +402,7 @@ class InboundRouter:
             self.sleep(wait)
             return client.post(post_id)
 
-    def _store_reply(
-        self, routing: _Routing, client, conversation, text, file_ids=()
-    ) -> Outcome:
+    def _store_reply(self, routing: _Routing, client, conversation, text, file_ids=()) -> Outcome:
         env, settings, payload = routing.env, routing.settings, routing.payload
         author, is_bot = self._author(env, client, payload)
         if is_bot and not settings["accept_other_bots"]:
@@ -447,8 +445,11 @@ class InboundRouter:
                     self.store.close_conversation(conversation["id"])
                 for info in files:
                     self.store.add_message_file(
-                        message_id=message["id"], conversation_id=conversation["id"], env=env,
-                        file_id=str(info.get("id", "")), name=str(info.get("name") or "file"),
+                        message_id=message["id"],
+                        conversation_id=conversation["id"],
+                        env=env,
+                        file_id=str(info.get("id", "")),
+                        name=str(info.get("name") or "file"),
                         size=int(info.get("size") or 0),
                         mime_type=str(info.get("mime_type") or "application/octet-stream"),
                     )

@@ -259,21 +259,31 @@ class MattermostClient:
         """A post only ``user_id`` sees; 403 unless the bot may (system admins by default)."""
         post = {"channel_id": channel_id, "root_id": root_id, "message": message}
         body = {"user_id": user_id, "post": post}
-        return self._call("notice", "POST", "/api/v4/posts/ephemeral", target=channel_id,
-                          json=body)[1]
+        return self._call(
+            "notice", "POST", "/api/v4/posts/ephemeral", target=channel_id, json=body
+        )[1]
 
     def direct_channel(self, user_id: str, other_user_id: str) -> dict[str, Any]:
         """The DM channel of two users, created when missing (idempotent)."""
-        return self._call("direct_channel", "POST", "/api/v4/channels/direct",
-                          target=other_user_id, json=[user_id, other_user_id])[1]
+        return self._call(
+            "direct_channel",
+            "POST",
+            "/api/v4/channels/direct",
+            target=other_user_id,
+            json=[user_id, other_user_id],
+        )[1]
 
     def upload_file(
         self, channel_id: str, name: str, content: bytes, mime_type: str
     ) -> dict[str, Any]:
         """Upload one file to a channel; its FileInfo (``id`` goes in a post's file_ids)."""
         answer = self._call(
-            "upload", "POST", "/api/v4/files", target=channel_id,
-            data={"channel_id": channel_id}, files={"files": (name, content, mime_type)},
+            "upload",
+            "POST",
+            "/api/v4/files",
+            target=channel_id,
+            data={"channel_id": channel_id},
+            files={"files": (name, content, mime_type)},
         )[1]
         infos = answer.get("file_infos")
         if not isinstance(infos, list) or not infos or not isinstance(infos[0], dict):
@@ -291,7 +301,9 @@ class MattermostClient:
             response = self.session.get(
                 f"{self.base_url}/api/v4/files/{file_id}",
                 headers={"Authorization": f"Bearer {self.token}"},
-                timeout=self.timeout, allow_redirects=False, stream=True,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
             )
         except requests.RequestException as exc:
             error = _transport_error(self.base_url, exc)
@@ -300,8 +312,9 @@ class MattermostClient:
         if response.status_code != 200:
             error = _http_error(self.base_url, response)
             response.close()
-            self._record("download", "GET", file_id, response.status_code, started,
-                         error=str(error))
+            self._record(
+                "download", "GET", file_id, response.status_code, started, error=str(error)
+            )
             raise error
         self._record("download", "GET", file_id, 200, started)
         return response

@@ -40,14 +40,18 @@ def tell_agent(
     :param reason: a fixed phrase (``CLOSED``, ``CALLBACK_FAILING``) for the log.
     """
     client = logged_client(
-        store, settings, session=session,
+        store,
+        settings,
+        session=session,
         message={"conversation_id": conversation["id"], "id": message_id},
     )
     how, error = "failed", ""
     try:
         try:
             client.ephemeral_post(
-                agent_user_id, conversation["channel_id"], text,
+                agent_user_id,
+                conversation["channel_id"],
+                text,
                 root_id=conversation["root_post_id"],
             )
             how = "ephemeral"

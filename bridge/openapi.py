@@ -467,14 +467,14 @@ SPEC = {
                             "schema": _object(
                                 {
                                     "file": {"type": "string", "format": "binary"},
-                                # No "not" here: schemathesis cannot judge a binary
-                                # part against one. The rules are the same as for JSON.
-                                "text": {
-                                    "type": "string",
-                                    "maxLength": MAX_TEXT,
-                                    "pattern": "^[^\\u0000]*$",
-                                    "description": "Optional. " + _TEXT_RULES,
-                                },
+                                    # No "not" here: schemathesis cannot judge a binary
+                                    # part against one. The rules are the same as for JSON.
+                                    "text": {
+                                        "type": "string",
+                                        "maxLength": MAX_TEXT,
+                                        "pattern": "^[^\\u0000]*$",
+                                        "description": "Optional. " + _TEXT_RULES,
+                                    },
                                 },
                                 ("file",),
                             ),

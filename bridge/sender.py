@@ -142,8 +142,13 @@ class Sender:
             )
             for name, mime_type, content in files:
                 self.store.add_message_file(
-                    message_id=message["id"], conversation_id=conversation_id, env=env,
-                    name=name, size=len(content), mime_type=mime_type, content=content,
+                    message_id=message["id"],
+                    conversation_id=conversation_id,
+                    env=env,
+                    name=name,
+                    size=len(content),
+                    mime_type=mime_type,
+                    content=content,
                 )
         return self.deliver(
             message["id"],

@@ -26,8 +26,13 @@ _SIGNATURES = (
     (b"GIF89a", "image/gif", "gif"),
     (b"%PDF-", "application/pdf", "pdf"),
 )
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif",
-              "image/webp": "webp", "application/pdf": "pdf"}
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "application/pdf": "pdf",
+}
 ACCEPTED = "PNG, JPEG, GIF or WebP images and PDF documents"
 
 

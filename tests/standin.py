@@ -1021,7 +1021,8 @@ class MattermostStandin:
         with self._lock:
             if any(user_id not in self._users for user_id in ids):
                 raise AppError(
-                    400, "api.channel.create_direct_channel.invalid_user.app_error",
+                    400,
+                    "api.channel.create_direct_channel.invalid_user.app_error",
                     "Invalid user ID for direct channel creation.",
                 )
             channel = self.channels.get(name)
@@ -1038,7 +1039,8 @@ class MattermostStandin:
         a post (post_id ""). 201 {"file_infos": [...], "client_ids": [...]}."""
         if request.mimetype != "multipart/form-data":
             raise AppError(
-                400, "api.file.upload_file.incorrect_channelId.app_error",
+                400,
+                "api.file.upload_file.incorrect_channelId.app_error",
                 "Unable to upload the file. Incorrect channel ID: ",
             )
         channel_id = request.form.get("channel_id") or request.args.get("channel_id", "")
@@ -1057,8 +1059,11 @@ class MattermostStandin:
         for upload in uploads:
             content = upload.read()
             if len(content) > MAX_FILE_SIZE:
-                raise AppError(413, "api.file.upload_file.too_large_detailed.app_error",
-                               "Unable to upload file. File is too large.")
+                raise AppError(
+                    413,
+                    "api.file.upload_file.too_large_detailed.app_error",
+                    "Unable to upload file. File is too large.",
+                )
             name = upload.filename or "file"
             created = now_ms()
             info = {
@@ -1099,8 +1104,10 @@ class MattermostStandin:
                 raise AppError(404, "app.file_info.get.app_error", "Unable to get the file info.")
             if info["user_id"] != user["id"]:
                 channel = self._channels_by_id.get(info["channel_id"])
-                if not info["post_id"] or channel is None or not self._can_read_channel(
-                    user, channel
+                if (
+                    not info["post_id"]
+                    or channel is None
+                    or not self._can_read_channel(user, channel)
                 ):
                     raise _permission_error()
             return info
@@ -1137,8 +1144,9 @@ class MattermostStandin:
         with self._lock:
             return self.files[file_id]["content"]
 
-    def upload_as(self, user: dict, channel_id: str, name: str, content: bytes,
-                  mime_type: str) -> dict:
+    def upload_as(
+        self, user: dict, channel_id: str, name: str, content: bytes, mime_type: str
+    ) -> dict:
         """A file a user uploads, as the web app does before posting with its id."""
         response = requests.post(
             f"{self.url}/api/v4/files",
@@ -1387,9 +1395,9 @@ class MattermostStandin:
         attached: list[str] = []
         for file_id in file_ids[:10]:
             info = self.files.get(file_id) if isinstance(file_id, str) else None
-            if info and info["user_id"] == user["id"] and not info["post_id"]:
-                if file_id not in attached:
-                    attached.append(file_id)
+            mine = info and info["user_id"] == user["id"] and not info["post_id"]
+            if mine and file_id not in attached:
+                attached.append(file_id)
         return attached
 
     def _post_for_client(self, post: dict, *, keep_pending_id: bool = False) -> dict:

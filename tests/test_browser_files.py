@@ -59,8 +59,9 @@ def test_a_visitor_attaches_a_png_and_downloads_an_agents_pdf(page: Page, live, 
     # The agent answers with a PDF: a download link appears (HTMX polling) and serves it.
     support = mm.channels["support"]["id"]
     uploaded = mm.upload_as(mm.agent, support, "Anleitung.pdf", PDF, "application/pdf")
-    mm.user_post(mm.agent, support, "Follow these steps", root_id=root["id"],
-                 file_ids=[uploaded["id"]])
+    mm.user_post(
+        mm.agent, support, "Follow these steps", root_id=root["id"], file_ids=[uploaded["id"]]
+    )
     link = messages.locator("li.message.agent").get_by_role("link", name="Anleitung.pdf")
     expect(link).to_be_visible(timeout=TIMEOUT)
     shot(page, "21-chat-files-both-ways")

@@ -51,8 +51,7 @@ def client(session, records):
 
 
 def test_ephemeral_post_sends_the_user_and_the_post(client, mock, records):
-    mock.post(f"{SERVER}/api/v4/posts/ephemeral", status_code=201, json={"id": "e1"},
-              headers=JSON)
+    mock.post(f"{SERVER}/api/v4/posts/ephemeral", status_code=201, json={"id": "e1"}, headers=JSON)
     client.ephemeral_post(AGENT, CHANNEL, "psst", root_id=ROOT)
     assert mock.last_request.json() == {
         "user_id": AGENT,
@@ -62,24 +61,30 @@ def test_ephemeral_post_sends_the_user_and_the_post(client, mock, records):
 
 
 def test_ephemeral_post_refused_for_a_member_role_is_forbidden(client, mock):
-    body = {"id": "api.context.permissions.app_error", "message": "You do not have the "
-            "appropriate permissions.", "status_code": 403}
+    body = {
+        "id": "api.context.permissions.app_error",
+        "message": "You do not have the appropriate permissions.",
+        "status_code": 403,
+    }
     mock.post(f"{SERVER}/api/v4/posts/ephemeral", status_code=403, json=body, headers=JSON)
     with pytest.raises(mm.Forbidden):
         client.ephemeral_post(AGENT, CHANNEL, "psst")
 
 
 def test_direct_channel_posts_the_two_user_ids(client, mock):
-    mock.post(f"{SERVER}/api/v4/channels/direct", status_code=201, json={"id": "dm1"},
-              headers=JSON)
+    mock.post(f"{SERVER}/api/v4/channels/direct", status_code=201, json={"id": "dm1"}, headers=JSON)
     assert client.direct_channel(BOT, AGENT)["id"] == "dm1"
     assert mock.last_request.json() == [BOT, AGENT]
 
 
 def test_upload_file_is_multipart_with_the_channel_and_gives_the_file_info(client, mock):
     info = {"id": FILE, "name": "a.png", "size": len(PNG), "mime_type": "image/png"}
-    mock.post(f"{SERVER}/api/v4/files", status_code=201,
-              json={"file_infos": [info], "client_ids": []}, headers=JSON)
+    mock.post(
+        f"{SERVER}/api/v4/files",
+        status_code=201,
+        json={"file_infos": [info], "client_ids": []},
+        headers=JSON,
+    )
     assert client.upload_file(CHANNEL, "a.png", PNG, "image/png") == info
     request = mock.last_request
     assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
@@ -90,29 +95,32 @@ def test_upload_file_is_multipart_with_the_channel_and_gives_the_file_info(clien
 
 
 def test_an_upload_answer_without_file_infos_is_not_mattermost(client, mock):
-    mock.post(f"{SERVER}/api/v4/files", status_code=201, json={"client_ids": []},
-              headers=JSON)
+    mock.post(f"{SERVER}/api/v4/files", status_code=201, json={"client_ids": []}, headers=JSON)
     with pytest.raises(mm.NotMattermost):
         client.upload_file(CHANNEL, "a.png", PNG, "image/png")
 
 
 def test_file_info_and_streamed_download(client, mock, records):
-    mock.get(f"{SERVER}/api/v4/files/{FILE}/info", json={"id": FILE, "name": "x.pdf"},
-             headers=JSON)
-    mock.get(f"{SERVER}/api/v4/files/{FILE}", content=PDF,
-             headers={"Content-Type": "application/pdf"})
+    mock.get(f"{SERVER}/api/v4/files/{FILE}/info", json={"id": FILE, "name": "x.pdf"}, headers=JSON)
+    mock.get(
+        f"{SERVER}/api/v4/files/{FILE}", content=PDF, headers={"Content-Type": "application/pdf"}
+    )
     assert client.file_info(FILE)["name"] == "x.pdf"
     response = client.open_file(FILE)
     assert b"".join(response.iter_content(7)) == PDF
     response.close()
     assert [(r.action, r.status, r.error) for r in records] == [
-        ("file_info", 200, ""), ("download", 200, "")
+        ("file_info", 200, ""),
+        ("download", 200, ""),
     ]
 
 
 def test_a_download_mattermost_refuses_raises_and_is_recorded(client, mock, records):
-    body = {"id": "app.file_info.get.app_error", "message": "Unable to get the file info.",
-            "status_code": 404}
+    body = {
+        "id": "app.file_info.get.app_error",
+        "message": "Unable to get the file info.",
+        "status_code": 404,
+    }
     mock.get(f"{SERVER}/api/v4/files/{FILE}", status_code=404, json=body, headers=JSON)
     with pytest.raises(mm.NotFound):
         client.open_file(FILE)
@@ -149,7 +157,8 @@ def test_a_disguised_an_empty_and_a_too_large_file_are_refused_with_the_reason()
     with pytest.raises(UploadRefused, match="at most 10 MB"):
         check_file("big.png", PNG + b"\x00" * MAX_FILE_BYTES)
     assert check_file("ok.png", PNG + b"\x00" * (MAX_FILE_BYTES - len(PNG))) == (
-        "ok.png", "image/png"
+        "ok.png",
+        "image/png",
     )
 
 
@@ -171,7 +180,7 @@ def test_names_are_cleaned_and_carry_the_extension_of_their_type(name, mime_type
 
 def test_content_disposition_is_an_attachment_with_an_exact_and_a_plain_name():
     assert content_disposition('Rechnung "März"; x.pdf') == (
-        "attachment; filename=\"Rechnung _M_rz__ x.pdf\"; "
+        'attachment; filename="Rechnung _M_rz__ x.pdf"; '
         "filename*=UTF-8''Rechnung%20%22M%C3%A4rz%22%3B%20x.pdf"
     )
 
@@ -179,7 +188,10 @@ def test_content_disposition_is_an_attachment_with_an_exact_and_a_plain_name():
 # -- the webhook's file_ids ----------------------------------------------------------------
 
 FIELDS = {
-    "token": "t" * 26, "post_id": mm_id("p"), "user_id": AGENT, "channel_id": CHANNEL,
+    "token": "t" * 26,
+    "post_id": mm_id("p"),
+    "user_id": AGENT,
+    "channel_id": CHANNEL,
     "text": "see attached",
 }
 
@@ -192,17 +204,17 @@ def test_file_ids_arrive_comma_separated_in_a_form_and_in_json():
     )
     from_json = parse_payload("application/json", MultiDict(), json.dumps(form).encode())
     assert from_form.file_ids == from_json.file_ids == ids
-    assert parse_payload("application/json", MultiDict(),
-                         json.dumps(FIELDS).encode()).file_ids == ""
+    assert (
+        parse_payload("application/json", MultiDict(), json.dumps(FIELDS).encode()).file_ids == ""
+    )
 
 
-@pytest.mark.parametrize(
-    "file_ids", ["../etc/passwd", f"{FILE},x", ",".join([FILE] * 11)]
-)
+@pytest.mark.parametrize("file_ids", ["../etc/passwd", f"{FILE},x", ",".join([FILE] * 11)])
 def test_file_ids_that_are_not_mattermost_ids_are_refused(file_ids):
     with pytest.raises(PayloadError, match="file_ids"):
-        parse_payload("application/json", MultiDict(),
-                      json.dumps({**FIELDS, "file_ids": file_ids}).encode())
+        parse_payload(
+            "application/json", MultiDict(), json.dumps({**FIELDS, "file_ids": file_ids}).encode()
+        )
 
 
 # -- a callback that keeps failing ----------------------------------------------------------
@@ -214,16 +226,26 @@ def test_the_agent_is_told_once_when_the_callback_keeps_failing(store, mm):
     try:
         support = mm.channels["support"]["id"]
         store.update_environment(
-            "test", server_url=mm.url, bot_token=mm.bot["token"], bot_user_id=mm.bot["id"],
-            callback_url=receiver.url, callback_secret=SECRET, active=1,
+            "test",
+            server_url=mm.url,
+            bot_token=mm.bot["token"],
+            bot_user_id=mm.bot["id"],
+            callback_url=receiver.url,
+            callback_secret=SECRET,
+            active=1,
         )
         conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
         root = mm.user_post(mm.bot, support, "root")
         store.set_conversation_root(conversation["id"], root["id"], support)
         post = mm.user_post(mm.agent, support, "Your order ships today", root_id=root["id"])
         reply = store.add_inbound_message(
-            env="test", conversation_id=conversation["id"], direction="agent", author="Alice",
-            text=post["message"], post_id=post["id"], delivery_status="pending",
+            env="test",
+            conversation_id=conversation["id"],
+            direction="agent",
+            author="Alice",
+            text=post["message"],
+            post_id=post["id"],
+            delivery_status="pending",
         )
         dm_posts = len(mm.posts_in(mm.dm_channel["id"]))
         with requests.Session() as session:
@@ -236,9 +258,7 @@ def test_the_agent_is_told_once_when_the_callback_keeps_failing(store, mm):
             assert "HTTP 500" in notice["message"]
             assert sender.deliver(reply["id"], attempts=2) is False
         assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts + 1  # told once
-        (row,) = [
-            r for r in store.db.query("SELECT * FROM log WHERE action = 'agent_notice'")
-        ]
+        (row,) = [r for r in store.db.query("SELECT * FROM log WHERE action = 'agent_notice'")]
         assert row["error"] == "the host's callback keeps failing: told by direct"
         assert row["message_id"] == reply["id"] and row["target"] == mm.agent["id"]
         assert len(receiver.calls) == NOTICE_AFTER_FAILURES + 2

@@ -96,9 +96,12 @@ def test_a_reply_to_a_closed_conversation_brings_the_agent_a_dm_and_nothing_in_t
         len([p for p in mm.posts_in(support) if p["user_id"] == mm.bot["id"]])
         == bot_posts_in_channel
     )
-    texts = [m["text"] for m in live.api(
-        "GET", f"/api/v1/conversations/{conversation_id}/messages", key
-    ).json()["messages"]]
+    texts = [
+        m["text"]
+        for m in live.api("GET", f"/api/v1/conversations/{conversation_id}/messages", key).json()[
+            "messages"
+        ]
+    ]
     assert "Are you still there?" not in texts
     (row,) = live.query(
         "SELECT outcome, error, target FROM log WHERE action = 'agent_notice'"
@@ -274,15 +277,22 @@ def test_a_disguised_or_oversized_file_is_refused_clearly_and_nothing_is_stored(
     assert far_too_big.status_code == 413
 
     api = live.api(
-        "POST", f"/api/v1/conversations/{conversation_id}/files", key,
+        "POST",
+        f"/api/v1/conversations/{conversation_id}/files",
+        key,
         files={"file": ("run.png", EXECUTABLE, "image/png")},
     )
     assert api.status_code == 400 and api.json()["code"] == "invalid_file"
-    missing = live.api("POST", f"/api/v1/conversations/{conversation_id}/files", key,
-                       files={"text": (None, "no file")})  # multipart, but no file part
+    missing = live.api(
+        "POST",
+        f"/api/v1/conversations/{conversation_id}/files",
+        key,
+        files={"text": (None, "no file")},
+    )  # multipart, but no file part
     assert missing.status_code == 400 and missing.json()["code"] == "missing_field"
-    as_json = live.api("POST", f"/api/v1/conversations/{conversation_id}/files", key,
-                       json={"text": "x"})
+    as_json = live.api(
+        "POST", f"/api/v1/conversations/{conversation_id}/files", key, json={"text": "x"}
+    )
     assert as_json.status_code == 415
 
     assert counts(live) == before
@@ -292,7 +302,10 @@ def test_a_disguised_or_oversized_file_is_refused_clearly_and_nothing_is_stored(
 def test_the_upload_limit_is_only_on_the_upload_routes(live, key):
     """Other routes keep refusing a body over 1 MiB."""
     response = live.api(
-        "POST", "/api/v1/notifications", key,
-        data=b"{" + b" " * (2**20 + 10) + b"}", headers={"Content-Type": "application/json"},
+        "POST",
+        "/api/v1/notifications",
+        key,
+        data=b"{" + b" " * (2**20 + 10) + b"}",
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413

@@ -33,8 +33,17 @@ class FilesMixin:
             "INSERT INTO message_files (message_id, conversation_id, env, file_id, name, size,"
             f" mime_type, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             f" RETURNING {FILE_COLUMNS}",
-            [message_id, conversation_id, env, file_id, name, size, mime_type, content,
-             time.time()],
+            [
+                message_id,
+                conversation_id,
+                env,
+                file_id,
+                name,
+                size,
+                mime_type,
+                content,
+                time.time(),
+            ],
         )
 
     def files_of_messages(self, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:

@@ -223,7 +223,8 @@ def add_file(conversation_id: str):
     """A visitor's file (multipart ``file``) with an optional ``text``, posted like a message."""
     if request.mimetype != "multipart/form-data":
         raise ApiError(
-            415, "unsupported_media_type",
+            415,
+            "unsupported_media_type",
             "send multipart/form-data with a 'file' part and an optional 'text' part",
         )
     upload = request.files.get("file")
@@ -234,8 +235,9 @@ def add_file(conversation_id: str):
     try:
         name, mime_type = check_file(upload.filename or "", content)
     except UploadRefused as exc:
-        status, code = (413, "file_too_large") if len(content) > MAX_FILE_BYTES else (
-            400, "invalid_file")
+        status, code = (
+            (413, "file_too_large") if len(content) > MAX_FILE_BYTES else (400, "invalid_file")
+        )
         raise ApiError(status, code, str(exc)) from None
     try:
         message = get_sender().add_visitor_message(
@@ -276,9 +278,9 @@ def _files_json(conversation_id: str, files: list[dict[str, Any]]) -> list[dict[
             "name": row["name"],
             "size": row["size"],
             "mime_type": row["mime_type"],
-            "url": url_for(
-                "api.get_file", conversation_id=conversation_id, file_id=row["file_id"]
-            ) if row["file_id"] else None,
+            "url": url_for("api.get_file", conversation_id=conversation_id, file_id=row["file_id"])
+            if row["file_id"]
+            else None,
         }
         for row in files
     ]

@@ -25,8 +25,12 @@ CHUNK = 64 * 1024
 
 def content_disposition(name: str) -> str:
     """``attachment`` with an ASCII fallback name and the exact one (RFC 6266 / 5987)."""
-    fallback = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_"
-                       for ch in name) or "file"
+    fallback = (
+        "".join(
+            ch if ch.isascii() and ch.isprintable() and ch not in '"\\;' else "_" for ch in name
+        )
+        or "file"
+    )
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
@@ -46,7 +50,9 @@ def file_response(
         refuse(404, "No such file in this conversation.")
     settings = store.environment(env)
     client = logged_client(
-        store, settings, session=current_app.config.get("MATTERMOST_SESSION"),
+        store,
+        settings,
+        session=current_app.config.get("MATTERMOST_SESSION"),
         message={"conversation_id": conversation_id, "id": row["message_id"]},
     )
     try:
