@@ -21,7 +21,7 @@ import requests
 from . import mattermost as mm
 from .integration import logged_client
 from .mattermost import shared_session
-from .notices import CALLBACK_FAILING, tell_agent
+from .notices import CALLBACK_FAILING, TOO_LONG, tell_agent
 from .store import Store
 from .text import iso_time
 
@@ -155,13 +155,20 @@ class CallbackSender:
             failures = message["delivery_attempts"]
             delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
             self.store.finish_delivery(message_id, "failed", next_at=time.time() + delay)
-            if failures == NOTICE_AFTER_FAILURES and message["direction"] == "agent":
-                self._tell_agent(message, settings, conversation, error)
+            if message["direction"] == "agent":
+                # 413: the host accepts no reply this long; say so at once, once.
+                too_long = status == 413
+                if (too_long and failures == 1) or (
+                    not too_long and failures == NOTICE_AFTER_FAILURES
+                ):
+                    self._tell_agent(message, settings, conversation, error, too_long=too_long)
             return False
         self.store.finish_delivery(message_id, "delivered")
         return True
 
-    def _tell_agent(self, message, settings, conversation, error: str) -> None:
+    def _tell_agent(
+        self, message, settings, conversation, error: str, *, too_long: bool = False
+    ) -> None:
         """The reply's author learns privately that the visitor has not got it."""
         try:
             post = logged_client(self.store, settings, session=self.session).post(
@@ -175,10 +182,14 @@ class CallbackSender:
             agent_user_id=str(post.get("user_id", "")),
             conversation=conversation,
             text=(
-                f"Your reply has not reached the visitor yet: the host's system does not take "
-                f"it ({error}). The bridge keeps trying every hour."
+                f"Your reply ({len(message['text'])} characters) is longer than the visitor's "
+                "side accepts (the host's system answered 413): please send it shorter, "
+                "in several replies."
+                if too_long
+                else f"Your reply has not reached the visitor yet: the host's system does "
+                f"not take it ({error}). The bridge keeps trying every hour."
             ),
-            reason=CALLBACK_FAILING,
+            reason=TOO_LONG if too_long else CALLBACK_FAILING,
             message_id=message["id"],
             session=self.session,
         )

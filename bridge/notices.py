@@ -1,6 +1,7 @@
 """Private notices to an agent whose reply cannot reach the visitor.
 
-The conversation is closed, or the host's callback keeps failing: the agent
+The conversation is closed, the host's callback keeps failing, or the host
+refuses the reply as too long (413): the agent
 must know, and nobody else. First an ephemeral post in the thread (only the
 agent sees it). Mattermost lets only roles with ``create_post_ephemeral``
 make one (system admins by default: api4/post.go createEphemeralPost answers
@@ -22,6 +23,7 @@ from .store import Store
 
 CLOSED = "the conversation is closed"
 CALLBACK_FAILING = "the host's callback keeps failing"
+TOO_LONG = "the reply is longer than the visitor's side accepts"
 
 
 def tell_agent(
@@ -37,7 +39,7 @@ def tell_agent(
 ) -> str:
     """Tell one agent privately; how it went: ``ephemeral``, ``direct`` or ``failed``.
 
-    :param reason: a fixed phrase (``CLOSED``, ``CALLBACK_FAILING``) for the log.
+    :param reason: a fixed phrase (``CLOSED``, ``CALLBACK_FAILING``, ``TOO_LONG``) for the log.
     """
     client = logged_client(
         store,

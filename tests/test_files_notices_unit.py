@@ -220,47 +220,74 @@ def test_file_ids_that_are_not_mattermost_ids_are_refused(file_ids):
 # -- a callback that keeps failing ----------------------------------------------------------
 
 
-def test_the_agent_is_told_once_when_the_callback_keeps_failing(store, mm):
+@pytest.fixture
+def receiver():
     receiver = Receiver(SECRET)
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def agent_reply(store, mm, receiver):
+    """An agent's reply in a mirrored thread, waiting for the host's callback."""
+    support = mm.channels["support"]["id"]
+    store.update_environment(
+        "test",
+        server_url=mm.url,
+        bot_token=mm.bot["token"],
+        bot_user_id=mm.bot["id"],
+        callback_url=receiver.url,
+        callback_secret=SECRET,
+        active=1,
+    )
+    conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
+    root = mm.user_post(mm.bot, support, "root")
+    store.set_conversation_root(conversation["id"], root["id"], support)
+    post = mm.user_post(mm.agent, support, "Your order ships today", root_id=root["id"])
+    return store.add_inbound_message(
+        env="test",
+        conversation_id=conversation["id"],
+        direction="agent",
+        author="Alice",
+        text=post["message"],
+        post_id=post["id"],
+        delivery_status="pending",
+    )
+
+
+def notice_rows(store):
+    return list(store.db.query("SELECT * FROM log WHERE action = 'agent_notice'"))
+
+
+def test_the_agent_is_told_once_when_the_callback_keeps_failing(store, mm, receiver, agent_reply):
     receiver.status = 500
-    try:
-        support = mm.channels["support"]["id"]
-        store.update_environment(
-            "test",
-            server_url=mm.url,
-            bot_token=mm.bot["token"],
-            bot_user_id=mm.bot["id"],
-            callback_url=receiver.url,
-            callback_secret=SECRET,
-            active=1,
-        )
-        conversation, _ = store.create_conversation("test", "Ann", "", "", "Hi")
-        root = mm.user_post(mm.bot, support, "root")
-        store.set_conversation_root(conversation["id"], root["id"], support)
-        post = mm.user_post(mm.agent, support, "Your order ships today", root_id=root["id"])
-        reply = store.add_inbound_message(
-            env="test",
-            conversation_id=conversation["id"],
-            direction="agent",
-            author="Alice",
-            text=post["message"],
-            post_id=post["id"],
-            delivery_status="pending",
-        )
-        dm_posts = len(mm.posts_in(mm.dm_channel["id"]))
-        with requests.Session() as session:
-            sender = CallbackSender(store, session=session, sleep=lambda _: None)
-            assert sender.deliver(reply["id"], attempts=NOTICE_AFTER_FAILURES - 1) is False
-            assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts  # not yet
-            assert sender.deliver(reply["id"], attempts=1) is False
-            (notice,) = mm.posts_in(mm.dm_channel["id"])[dm_posts:]
-            assert "has not reached the visitor" in notice["message"]
-            assert "HTTP 500" in notice["message"]
-            assert sender.deliver(reply["id"], attempts=2) is False
-        assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts + 1  # told once
-        (row,) = [r for r in store.db.query("SELECT * FROM log WHERE action = 'agent_notice'")]
-        assert row["error"] == "the host's callback keeps failing: told by direct"
-        assert row["message_id"] == reply["id"] and row["target"] == mm.agent["id"]
-        assert len(receiver.calls) == NOTICE_AFTER_FAILURES + 2
-    finally:
-        receiver.close()
+    dm_posts = len(mm.posts_in(mm.dm_channel["id"]))
+    with requests.Session() as session:
+        sender = CallbackSender(store, session=session, sleep=lambda _: None)
+        assert sender.deliver(agent_reply["id"], attempts=NOTICE_AFTER_FAILURES - 1) is False
+        assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts  # not yet
+        assert sender.deliver(agent_reply["id"], attempts=1) is False
+        (notice,) = mm.posts_in(mm.dm_channel["id"])[dm_posts:]
+        assert "has not reached the visitor" in notice["message"]
+        assert "HTTP 500" in notice["message"]
+        assert sender.deliver(agent_reply["id"], attempts=2) is False
+    assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts + 1  # told once
+    (row,) = notice_rows(store)
+    assert row["error"] == "the host's callback keeps failing: told by direct"
+    assert row["message_id"] == agent_reply["id"] and row["target"] == mm.agent["id"]
+    assert len(receiver.calls) == NOTICE_AFTER_FAILURES + 2
+
+
+def test_a_reply_too_long_for_the_host_is_told_at_once_and_once(store, mm, receiver, agent_reply):
+    receiver.status = 413
+    dm_posts = len(mm.posts_in(mm.dm_channel["id"]))
+    with requests.Session() as session:
+        sender = CallbackSender(store, session=session, sleep=lambda _: None)
+        assert sender.deliver(agent_reply["id"], attempts=1) is False
+        (notice,) = mm.posts_in(mm.dm_channel["id"])[dm_posts:]
+        assert "longer than the visitor's side accepts" in notice["message"]
+        assert "22 characters" in notice["message"]
+        assert sender.deliver(agent_reply["id"], attempts=NOTICE_AFTER_FAILURES) is False
+    assert len(mm.posts_in(mm.dm_channel["id"])) == dm_posts + 1
+    (row,) = notice_rows(store)
+    assert row["error"] == "the reply is longer than the visitor's side accepts: told by direct"
