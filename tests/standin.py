@@ -1686,10 +1686,6 @@ class MattermostStandin:
             channel["total_msg_count_root"] += 1
         return post
 
-    def _post_for_client(
-        self, post: dict, *, keep_pending_id: bool = False, replies: dict | None = None
-    ) -> dict:
-
     def _attach_files(self, user: dict, file_ids: list) -> list[str]:
         """app/post.go attachFilesToPost: only files the poster uploaded and no post
         has yet are attached; the others are dropped from file_ids (logged, no error).
@@ -1702,7 +1698,9 @@ class MattermostStandin:
                 attached.append(file_id)
         return attached
 
-    def _post_for_client(self, post: dict, *, keep_pending_id: bool = False) -> dict:
+    def _post_for_client(
+        self, post: dict, *, keep_pending_id: bool = False, replies: dict | None = None
+    ) -> dict:
         """The Post JSON: reply counts filled in, empty file_ids omitted.
 
         pending_post_id is not a database column, so only the creating
