@@ -331,9 +331,11 @@ def test_a_reply_fails_when_its_root_still_cannot_be_posted(mock, sender, store)
 
 def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, store):
     mock.post(POSTS, [{"json": created}] + [failure(500)] * sender_module.MAX_ATTEMPTS)
-    _, message = sender.start_conversation("test", "Ann", "y" * 20000)
+    conversation, message = sender.start_conversation("test", "Ann", "y" * 20000)
     assert message["status"] == "failed"
     assert len(message["chunk_post_ids"]) == 1
+    # The thread is known as soon as its first part is posted, before the rest fails.
+    assert conversation["root_post_id"] == message["chunk_post_ids"][0]
 
     mock.reset_mock()
     mock.post(POSTS, json=created)
@@ -791,3 +793,5 @@ def test_the_visitors_name_is_written_on_one_line_with_single_spaces(mock, sende
     root, reply = posted(mock)
     assert root["message"] == "**Ann Marie Smith** started a web chat:\nHello"
     assert reply["message"] == "**Ann Marie Smith:** Still there?"
+    sender.start_conversation("test", " \t ", "Hi")
+    assert posted(mock)[-1]["message"] == "**Visitor** started a web chat:\nHi"
