@@ -203,6 +203,7 @@ def test_iso_time_is_utc_with_milliseconds():
             "aaaaa\n" + "b" * 11, 11, ["aaaaa\n", "b" * 11], id="break at half, odd limit"
         ),
         pytest.param("aaaa\n" + "b" * 10, 10, ["aaaa\nbbbbb", "bbbbb"], id="break before half"),
+        pytest.param("aaaa\nbb bbbbbbb", 10, ["aaaa\nbb ", "bbbbbbb"], id="early break, late space"),
         pytest.param("aaaaa " + "b" * 10, 10, ["aaaaa ", "b" * 10], id="space at half"),
         pytest.param("aaaaa " + "b" * 11, 11, ["aaaaa ", "b" * 11], id="space at half, odd limit"),
         pytest.param("aaaa " + "b" * 10, 10, ["aaaa bbbbb", "bbbbb"], id="space before half"),
