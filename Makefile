@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-test chromium bench lint clean
+.PHONY: run test install install-test chromium bench lint mutate clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-mutation: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[test,mutation]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,9 +48,17 @@ test: install-test chromium
 bench: install-test
 	$(BIN)/python -m bench
 
+# Mutation testing (mutmut 3; what it mutates and which tests it runs: pyproject.toml).
+# Not part of `make test`. Results are kept in mutants/: a later run re-checks only
+# what changed. The survivors are listed at the end.
+mutate: $(VENV)/.installed-mutation
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json && echo
+	$(BIN)/mutmut results
+
 lint: install-test
 	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check bridge tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mutants

@@ -18,7 +18,10 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import mattermost as mm
+from .integration import logged_client
 from .mattermost import shared_session
+from .notices import CALLBACK_FAILING, TOO_LONG, tell_agent
 from .store import Store
 from .text import iso_time
 
@@ -26,6 +29,10 @@ TIMEOUT = (3.05, 5.0)
 INLINE_ATTEMPTS = 2
 # Delay before attempt n+1 after n failed ones: 30 s, 2 min, 10 min, then hourly.
 BACKOFF = (30, 120, 600, 3600)
+# After this many failed attempts (the two inline ones, 30 s and 2 min later:
+# about 2.5 minutes of a host that does not take it) the agent who wrote the
+# reply is told privately, once; the bridge keeps trying after that.
+NOTICE_AFTER_FAILURES = 4
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -148,9 +155,44 @@ class CallbackSender:
             failures = message["delivery_attempts"]
             delay = BACKOFF[min(failures - 1, len(BACKOFF) - 1)]
             self.store.finish_delivery(message_id, "failed", next_at=time.time() + delay)
+            if message["direction"] == "agent":
+                # 413: the host accepts no reply this long; say so at once, once.
+                too_long = status == 413
+                if (too_long and failures == 1) or (
+                    not too_long and failures == NOTICE_AFTER_FAILURES
+                ):
+                    self._tell_agent(message, settings, conversation, error, too_long=too_long)
             return False
         self.store.finish_delivery(message_id, "delivered")
         return True
+
+    def _tell_agent(
+        self, message, settings, conversation, error: str, *, too_long: bool = False
+    ) -> None:
+        """The reply's author learns privately that the visitor has not got it."""
+        try:
+            post = logged_client(self.store, settings, session=self.session).post(
+                message["post_id"]
+            )
+        except mm.MattermostError:
+            return  # logged by the client; nobody to tell without the author
+        tell_agent(
+            self.store,
+            settings,
+            agent_user_id=str(post.get("user_id", "")),
+            conversation=conversation,
+            text=(
+                f"Your reply ({len(message['text'])} characters) is longer than the visitor's "
+                "side accepts (the host's system answered 413): please send it shorter, "
+                "in several replies."
+                if too_long
+                else f"Your reply has not reached the visitor yet: the host's system does "
+                f"not take it ({error}). The bridge keeps trying every hour."
+            ),
+            reason=TOO_LONG if too_long else CALLBACK_FAILING,
+            message_id=message["id"],
+            session=self.session,
+        )
 
 
 def _host_of(url: str) -> str:

@@ -9,6 +9,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from . import htmx
+from .uploads import MAX_UPLOAD_BODY
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def handle_http_exception(error: HTTPException):
     message = error.description or error.name
     if status == 413:
         message = "request body is larger than 1 MiB"
+        if request.max_content_length == MAX_UPLOAD_BODY:  # one of the two upload routes
+            message = "request body is larger than a 10 MB file and its form allow"
     # The exception's own headers (Allow on a 405, as RFC 9110 requires;
     # Retry-After on a 503) survive; only its HTML content type is ours to replace.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]

@@ -29,6 +29,7 @@ from .actions import after_close, record_close
 from .buttons import Buttons
 from .callbacks import INLINE_ATTEMPTS, CallbackSender
 from .integration import call_log_fields, logged_client
+from .notices import CLOSED, tell_agent
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ OPTIONAL_FIELDS = (
     "text",
     "trigger_word",
     "timestamp",
+    "file_ids",
 )
+# A post carries at most 10 files (model.PostFileidsMaxRunes holds 10 ids,
+# server/public/model/post.go); the payload sends them comma-separated, in
+# JSON as in a form (model/outgoing_webhook.go: FileIds string).
+MAX_FILES = 10
 # Agents write these at the start of a reply in the thread.
 NOTE_PREFIX = "note:"
 CLOSE_COMMAND = "!close"
@@ -103,6 +109,7 @@ class WebhookPayload:
     text: str = ""
     trigger_word: str = ""
     timestamp: float | None = None  # seconds, whatever the content type sent
+    file_ids: str = ""  # comma-separated Mattermost file ids, as the payload sends them
 
 
 KEPT_FIELDS = tuple(f.name for f in dataclasses.fields(WebhookPayload) if f.name != "token")
@@ -171,6 +178,10 @@ def parse_payload(content_type: str, form: Mapping[str, str], raw_body: bytes) -
             raise PayloadError(f"{name} is not a Mattermost id (26 letters and digits)")
     for name, limit in KEPT_LENGTH.items():
         values[name] = values[name][:limit]
+    file_ids = [part.strip() for part in values["file_ids"].split(",") if part.strip()]
+    if len(file_ids) > MAX_FILES or not all(MATTERMOST_ID.fullmatch(f) for f in file_ids):
+        raise PayloadError("file_ids is not a comma-separated list of Mattermost ids")
+    values["file_ids"] = ",".join(file_ids)
     timestamp_text = values.pop("timestamp")
     timestamp = None
     if timestamp_text:
@@ -381,7 +392,8 @@ class InboundRouter:
         if conversation is None:
             return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
         text = post.get("message", payload.text)
-        return self._store_reply(routing, client, conversation, text)
+        file_ids = post.get("file_ids") or [f for f in payload.file_ids.split(",") if f]
+        return self._store_reply(routing, client, conversation, text, file_ids)
 
     def _lookup(self, client: mm.MattermostClient, post_id: str) -> dict[str, Any]:
         """``GET /posts/{id}``, tried once more after a short wait when worth it."""
@@ -394,19 +406,28 @@ class InboundRouter:
             self.sleep(wait)
             return client.post(post_id)
 
-    def _store_reply(self, routing: _Routing, client, conversation, text) -> Outcome:
+    def _store_reply(self, routing: _Routing, client, conversation, text, file_ids=()) -> Outcome:
         env, settings, payload = routing.env, routing.settings, routing.payload
         author, is_bot = self._author(env, client, payload)
         if is_bot and not settings["accept_other_bots"]:
             return Outcome(200, "ignored", "post by another bot or integration")
         stripped = text.strip()
+        files: list[dict[str, Any]] = []
         if stripped.lower().startswith(NOTE_PREFIX):
             direction, delivery, reason = "note", "", "internal note, not shown to the visitor"
         elif stripped.lower() == CLOSE_COMMAND:
             direction, delivery, reason = "event", "", "conversation closed by the agent"
+        elif conversation["status"] == "closed":
+            return self._reply_to_closed(routing, conversation)
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""
+            try:
+                files = [client.file_info(file_id) for file_id in file_ids]
+            except mm.MattermostError as exc:
+                return Outcome(
+                    200, "error", f"cannot read the attached files: {exc} Kept; tried again later."
+                )
         # The reply, the close, the inbox row and the log rows: one transaction.
         with self.store.immediate():
             if direction == "event":
@@ -428,6 +449,16 @@ class InboundRouter:
                 outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
             else:
                 outcome = Outcome(200, "ok", reason, message)
+                for info in files:
+                    self.store.add_message_file(
+                        message_id=message["id"],
+                        conversation_id=conversation["id"],
+                        env=env,
+                        file_id=str(info.get("id", "")),
+                        name=str(info.get("name") or "file"),
+                        size=int(info.get("size") or 0),
+                        mime_type=str(info.get("mime_type") or "application/octet-stream"),
+                    )
             self._record_outcome(routing, outcome, message)
         if message is not None and direction == "event":
             after_close(
@@ -437,6 +468,26 @@ class InboundRouter:
                 buttons=self.buttons,
                 actor=f"@{payload.user_name}" if payload.user_name else author,
             )
+        return outcome
+
+    def _reply_to_closed(self, routing: _Routing, conversation: dict) -> Outcome:
+        """A reply the visitor will never see: not stored; the agent is told privately."""
+        outcome = Outcome(
+            200, "ignored", "reply to a closed conversation: the agent is told privately"
+        )
+        self._settle(routing, outcome)
+        tell_agent(
+            self.store,
+            routing.settings,
+            agent_user_id=routing.payload.user_id,
+            conversation=conversation,
+            text=(
+                "Your reply was not delivered: this conversation is closed, so the visitor "
+                "no longer sees new messages."
+            ),
+            reason=CLOSED,
+            session=self.session,
+        )
         return outcome
 
     def _author(self, env: str, client: mm.MattermostClient, payload: WebhookPayload):

@@ -307,6 +307,7 @@ class MattermostClient:
         pending_post_id: str = "",
         props: dict[str, Any] | None = None,
         action: str = "post",
+        file_ids: list[str] | None = None,
     ) -> dict[str, Any]:
         """Create a post; ``root_id`` makes it a reply in that thread.
 
@@ -320,6 +321,8 @@ class MattermostClient:
             body["pending_post_id"] = pending_post_id
         if props:
             body["props"] = props
+        if file_ids:
+            body["file_ids"] = list(file_ids)
         return self._call(action, "POST", "/api/v4/posts", target=channel_id, json=body)[1]
 
     def post(self, post_id: str) -> dict[str, Any]:
@@ -337,6 +340,74 @@ class MattermostClient:
             "recent_posts", "GET", path, target=channel_id, params={"since": since_ms}
         )[1]
         return _posts_of(post_list)
+
+    # -- private notices and files (issue 10) -------------------------------------
+
+    def ephemeral_post(
+        self, user_id: str, channel_id: str, message: str, *, root_id: str = ""
+    ) -> dict[str, Any]:
+        """A post only ``user_id`` sees; 403 unless the bot may (system admins by default)."""
+        post = {"channel_id": channel_id, "root_id": root_id, "message": message}
+        body = {"user_id": user_id, "post": post}
+        return self._call(
+            "notice", "POST", "/api/v4/posts/ephemeral", target=channel_id, json=body
+        )[1]
+
+    def direct_channel(self, user_id: str, other_user_id: str) -> dict[str, Any]:
+        """The DM channel of two users, created when missing (idempotent)."""
+        return self._call(
+            "direct_channel",
+            "POST",
+            "/api/v4/channels/direct",
+            target=other_user_id,
+            json=[user_id, other_user_id],
+        )[1]
+
+    def upload_file(
+        self, channel_id: str, name: str, content: bytes, mime_type: str
+    ) -> dict[str, Any]:
+        """Upload one file to a channel; its FileInfo (``id`` goes in a post's file_ids)."""
+        answer = self._call(
+            "upload",
+            "POST",
+            "/api/v4/files",
+            target=channel_id,
+            data={"channel_id": channel_id},
+            files={"files": (name, content, mime_type)},
+        )[1]
+        infos = answer.get("file_infos")
+        if not isinstance(infos, list) or not infos or not isinstance(infos[0], dict):
+            raise NotMattermost("the upload's answer holds no file_infos.")
+        return infos[0]
+
+    def file_info(self, file_id: str) -> dict[str, Any]:
+        """Name, size and mime_type of an uploaded file."""
+        return self._call("file_info", "GET", f"/api/v4/files/{file_id}/info", target=file_id)[1]
+
+    def open_file(self, file_id: str) -> requests.Response:
+        """The file's bytes as a streamed response; the caller closes it."""
+        started = time.perf_counter()
+        try:
+            response = self.session.get(
+                f"{self.base_url}/api/v4/files/{file_id}",
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            error = _transport_error(self.base_url, exc)
+            self._record("download", "GET", file_id, None, started, error=str(error))
+            raise error from None
+        if response.status_code != 200:
+            error = _http_error(self.base_url, response)
+            response.close()
+            self._record(
+                "download", "GET", file_id, response.status_code, started, error=str(error)
+            )
+            raise error
+        self._record("download", "GET", file_id, 200, started)
+        return response
 
     # -- plumbing -----------------------------------------------------------------
 

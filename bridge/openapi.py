@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import MAX_BODY_BYTES
 from .store import MESSAGES_PAGE_SIZE
+from .uploads import ACCEPTED, EXTENSIONS, MAX_FILE_BYTES, MAX_UPLOAD_BODY
 from .views import MAX_ROW_ID as MAX_MESSAGE_ID  # message ids are SQLite row ids
 
 # Lengths count characters (Unicode code points), as JSON Schema's maxLength does.
@@ -109,6 +110,24 @@ ERRORS = {
     415: "`unsupported_media_type`: the body is not sent as `application/json`",
     503: "`unavailable`: the database is busy or full; nothing was stored or posted. "
     "Retry after `Retry-After` seconds",
+    502: "`mattermost_unavailable`: Mattermost did not give the file; try again later",
+}
+FILE_ID_PATTERN = "^[A-Za-z0-9]{26}$"  # a Mattermost file id (model.IsValidId)
+_FILE_ERRORS = {
+    "400": {
+        "description": "`missing_field` (no `file` part), `invalid_field` (`text`) or "
+        f"`invalid_file`: empty, or not {ACCEPTED} by its content (the name does not count)",
+        **_json(_ref("Error")),
+    },
+    "413": {
+        "description": f"`file_too_large`: the file is over {MAX_FILE_BYTES} bytes (10 MB), or "
+        f"`too_large`: the whole body is over {MAX_UPLOAD_BODY} bytes",
+        **_json(_ref("Error")),
+    },
+    "415": {
+        "description": "`unsupported_media_type`: the body is not multipart/form-data",
+        **_json(_ref("Error")),
+    },
 }
 _RETRY_AFTER = {
     "Retry-After": {
@@ -256,8 +275,27 @@ SPEC = {
                         "type": "string",
                         "enum": ["sending", "sent", "failed", "skipped"],
                     },
+                    "files": {"type": "array", "items": _ref("File")},
                 },
-                ("id", "direction", "author", "text", "created_at", "status"),
+                ("id", "direction", "author", "text", "created_at", "status", "files"),
+            ),
+            "File": _object(
+                {
+                    "id": {
+                        "type": "string",
+                        "description": "Mattermost's file id; empty until the file is uploaded",
+                    },
+                    "name": {"type": "string"},
+                    "size": {"type": "integer", "minimum": 0},
+                    "mime_type": {"type": "string"},
+                    "url": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "where this API serves the file (same key); null "
+                        "until Mattermost has it",
+                    },
+                },
+                ("id", "name", "size", "mime_type", "url"),
             ),
             "Conversation": _object(
                 {
@@ -425,6 +463,92 @@ SPEC = {
                         ),
                     },
                     **_errors(400, 404, 409, 415),
+                },
+            },
+        },
+        "/api/v1/conversations/{id}/files": {
+            "parameters": [_ID_PARAMETER],
+            "post": {
+                "operationId": "addFile",
+                "summary": "A visitor's file (image or PDF, at most 10 MB), with an optional "
+                "text; uploaded to Mattermost and attached to a reply in the thread",
+                "requestBody": {
+                    "required": True,
+                    "description": f"multipart/form-data, at most {MAX_UPLOAD_BODY} bytes in "
+                    f"all. The type is judged by the content: {ACCEPTED}.",
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": _object(
+                                {
+                                    "file": {"type": "string", "format": "binary"},
+                                    # No "not" here: schemathesis cannot judge a binary
+                                    # part against one. The rules are the same as for JSON.
+                                    "text": {
+                                        "type": "string",
+                                        "maxLength": MAX_TEXT,
+                                        "pattern": "^[^\\u0000]*$",
+                                        "description": "Optional. " + _TEXT_RULES,
+                                    },
+                                },
+                                ("file",),
+                            ),
+                            # What the file must be, by its content (its declared type
+                            # and name do not count).
+                            "encoding": {"file": {"contentType": ", ".join(EXTENSIONS)}},
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "accepted and kept (a failed upload is retried with "
+                        "the message)",
+                        **_json(
+                            _object(
+                                {
+                                    "id": {"type": "integer", "minimum": 1},
+                                    "status": _STATUS,
+                                    "post_id": {"type": "string"},
+                                    "error": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                    "files": {"type": "array", "items": _ref("File")},
+                                },
+                                ("id", "status", "post_id", "files"),
+                            )
+                        ),
+                    },
+                    **_errors(404, 409),
+                    **_FILE_ERRORS,
+                },
+            },
+        },
+        "/api/v1/conversations/{id}/files/{file_id}": {
+            "parameters": [
+                _ID_PARAMETER,
+                {
+                    "name": "file_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "A file id from a message's `files`.",
+                    "schema": {"type": "string", "pattern": FILE_ID_PATTERN},
+                },
+            ],
+            "get": {
+                "operationId": "getFile",
+                "summary": "A file of this conversation, as an attachment; any other id is 404",
+                "responses": {
+                    "200": {
+                        "description": "the file's bytes (Content-Disposition: attachment)",
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                            **{
+                                mime: {"schema": {"type": "string", "format": "binary"}}
+                                for mime in EXTENSIONS
+                            },
+                        },
+                    },
+                    **_errors(404, 502),
                 },
             },
         },

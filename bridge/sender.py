@@ -13,6 +13,7 @@ attempt stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,19 +122,39 @@ class Sender:
         return self.store.conversation(conversation["id"]), message
 
     def add_visitor_message(
-        self, env: str, conversation_id: str, text: str, *, settings: dict | None = None
+        self,
+        env: str,
+        conversation_id: str,
+        text: str,
+        *,
+        settings: dict | None = None,
+        files: Sequence[tuple[str, str, bytes]] = (),
     ) -> dict[str, Any]:
         """Store a visitor's next message and post it as a reply in the thread.
 
         :param settings: the environment's settings when the caller has them already.
+        :param files: ``(name, mime_type, content)`` of checked files, stored
+            with the message (one transaction) and uploaded with its post.
         :raises store.NotFound: no such conversation in this environment.
         """
         conversation = self.store.conversation(conversation_id, env=env)
         if conversation["status"] == "closed":
             raise ConversationClosed(f"conversation {conversation_id} is closed")
-        message = self.store.add_visitor_message(
-            env, conversation_id, conversation["visitor_name"], text
-        )
+        # One transaction for the message and its files (none: a single insert).
+        with self.store.immediate() if files else contextlib.nullcontext():
+            message = self.store.add_visitor_message(
+                env, conversation_id, conversation["visitor_name"], text
+            )
+            for name, mime_type, content in files:
+                self.store.add_message_file(
+                    message_id=message["id"],
+                    conversation_id=conversation_id,
+                    env=env,
+                    name=name,
+                    size=len(content),
+                    mime_type=mime_type,
+                    content=content,
+                )
         return self.deliver(
             message["id"],
             settings=settings,
@@ -381,6 +402,10 @@ class Sender:
             posted = (
                 self._already_posted(client, channel_id, root_id, message, len(parts)) or posted
             )
+        # Uploaded first: a failed upload leaves the message failed, its files kept.
+        file_ids = []
+        if len(posted) < len(parts):
+            file_ids = self._upload_files(client, message, channel_id)
         for index, part in enumerate(parts):
             if index < len(posted):
                 continue  # sent by an earlier attempt
@@ -405,6 +430,7 @@ class Sender:
                 root_id=root_id or (posted[0] if posted else ""),
                 pending_post_id=f"{message['pending_key']}:{index}",
                 props=props,
+                file_ids=file_ids if index == len(parts) - 1 else None,
             )
             posted.append(post["id"])
             if len(parts) > 1:
@@ -415,7 +441,29 @@ class Sender:
                     self.store.set_conversation_root(
                         message["conversation_id"], post["id"], channel_id
                     )
+        if file_ids:
+            self.store.drop_file_contents(message["id"])
         return posted
+
+    def _upload_files(
+        self, client: mm.MattermostClient, message: dict, channel_id: str
+    ) -> list[str]:
+        """Upload the message's files not uploaded yet; the ids of all of them, in order.
+
+        An id is recorded as soon as Mattermost gives it, so a retry uploads
+        only what is missing. A file uploaded but never attached is dropped
+        by Mattermost's own cleanup, never shown.
+        """
+        if message["direction"] != "visitor":
+            return []
+        file_ids = []
+        for row in self.store.files_to_upload(message["id"]):
+            if not row["file_id"]:
+                info = client.upload_file(channel_id, row["name"], row["content"], row["mime_type"])
+                self.store.record_file_uploaded(row["id"], info["id"])
+                row["file_id"] = info["id"]
+            file_ids.append(row["file_id"])
+        return file_ids
 
     def _already_posted(
         self,

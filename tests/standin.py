@@ -76,6 +76,12 @@ ROUTES = Map(
         Rule("/api/v4/posts/<post_id>/thread", endpoint="get_post_thread", methods=["GET"]),
         Rule("/api/v4/posts/<post_id>/patch", endpoint="patch_post", methods=["PUT"]),
         Rule("/api/v4/reactions", endpoint="save_reaction", methods=["POST"]),
+        # Issue 10: private notices and files.
+        Rule("/api/v4/posts/ephemeral", endpoint="create_ephemeral_post", methods=["POST"]),
+        Rule("/api/v4/channels/direct", endpoint="create_direct_channel", methods=["POST"]),
+        Rule("/api/v4/files", endpoint="upload_file", methods=["POST"]),
+        Rule("/api/v4/files/<file_id>", endpoint="get_file", methods=["GET"]),
+        Rule("/api/v4/files/<file_id>/info", endpoint="get_file_info", methods=["GET"]),
         # OAuth 2.0 provider (server/channels/web/oauth.go InitOAuth): outside /api/v4.
         Rule("/oauth/authorize", endpoint="oauth_authorize", methods=["GET"]),
         Rule("/oauth/access_token", endpoint="oauth_access_token", methods=["POST"]),
@@ -93,6 +99,9 @@ _INVALID_CREDENTIALS = (
 )
 OAUTH_CODE_TTL = 600.0  # model.AuthCodeExpireTime (10 minutes)
 SSO_SESSION_SECONDS = 720 * 3600  # ServiceSettings.SessionLengthSSOInHours default (30 days)
+# api4/file.go uploadFileMultipart: the form's parts beyond this are refused,
+# and FileSettings.MaxFileSize (100 MB by default) bounds each file.
+MAX_FILE_SIZE = 100 * 1024 * 1024
 
 # A queued fault: do the work, then cut the connection instead of answering.
 LOST = "lost"
@@ -237,16 +246,19 @@ class MattermostStandin:
         self.pending_post_ttl = pending_post_ttl
 
         self.posts: list[dict] = []
+        # Ephemeral posts only their user sees (never in posts / GET answers): from
+        # posts/ephemeral, a command's or a click's answer. {"user_id", "channel_id",
+        # "root_id", "message"} (+ "post" from posts/ephemeral).
+        self.ephemeral_posts: list[dict] = []
+        self.files: dict[str, dict] = {}  # file id -> FileInfo plus "content" (never served)
         self.reactions: list[dict] = []
         self.requests_seen: list[tuple[str, str]] = []
         self.webhook_deliveries: list[dict] = []
         self.internal_errors: list[str] = []  # tracebacks of stand-in bugs (answered as 500)
-        # Slash commands and button clicks (issue 10): each call made, and the
-        # ephemeral posts only their user sees (never in posts / GET answers).
+        # Slash commands and button clicks (issue 10): each call made.
         self.commands: list[dict] = []
         self.command_calls: list[dict] = []
         self.action_calls: list[dict] = []
-        self.ephemeral_posts: list[dict] = []
 
         self._users: dict[str, dict] = {}
         self._tokens: dict[str, str] = {}  # token -> user id
@@ -632,15 +644,25 @@ class MattermostStandin:
             (hook,) = [hook for hook in self._hooks if hook["token"] == token]
             hook["content_type"] = content_type
 
-    def user_post(self, user: dict | str, channel_id: str, message: str, root_id: str = "") -> dict:
+    def user_post(
+        self,
+        user: dict | str,
+        channel_id: str,
+        message: str,
+        root_id: str = "",
+        file_ids: list[str] | None = None,
+    ) -> dict:
         """Post as ``user`` the way the web app does (same checks, fires webhooks).
 
+        ``file_ids``: files the user uploaded first (:meth:`upload_as`).
         Raises ``AppError`` when the server would refuse the post.
         """
         with self._lock:
             author = self._users[user if isinstance(user, str) else user["id"]]
             channel = self._check_can_post(author, channel_id)
         fields = {"channel_id": channel_id, "message": message, "root_id": root_id}
+        if file_ids:
+            fields["file_ids"] = list(file_ids)
         return self._finish_create(author, channel, fields)
 
     def hold_posts(self, *, after_save: bool = False) -> None:
@@ -772,7 +794,10 @@ class MattermostStandin:
 
     def _wsgi_app(self, environ, start_response):
         request = Request(environ)
-        response = self._respond(request)
+        try:
+            response = self._respond(request)
+        finally:
+            request.close()  # the spooled files of a multipart upload
         if environ.get("standin.lost"):
             # The work is done (a post saved), but the client never hears of it.
             _shut(environ["werkzeug.socket"])
@@ -809,7 +834,7 @@ class MattermostStandin:
                 self._pause(request, endpoint)
             user = None if endpoint in _PUBLIC_ENDPOINTS else self._authenticate(request)
             result = getattr(self, f"_api_{endpoint}")(request, user, **args)
-            if isinstance(result, Response):  # the OAuth pages: a redirect, not JSON
+            if isinstance(result, Response):  # OAuth pages, file downloads: not JSON
                 return result
             status, body = result
         except AppError as error:
@@ -1227,6 +1252,209 @@ class MattermostStandin:
             post["props"] = json.loads(json.dumps(props))
         post["update_at"] = changed
 
+    # ------------------------------------------ issue 10: notices and files
+
+    def make_system_admin(self, user_id: str) -> None:
+        """Give a user the system_admin role (the only default role with create_post_ephemeral)."""
+        with self._lock:
+            self._users[user_id]["roles"] = "system_user system_admin"
+
+    def _api_create_ephemeral_post(self, request, user):
+        """api4/post.go createEphemeralPost: user_id and post required, then the
+        PermissionCreatePostEphemeral check (system_admin only in the default roles:
+        model/role.go); app.SendEphemeralPost sends it over the websocket to that
+        user alone and saves nothing. 201 with the post."""
+        body = _json_body(request, "body")
+        if not body.get("user_id"):
+            raise _invalid_body_param("user_id")
+        post = body.get("post")
+        if not isinstance(post, dict):
+            raise _invalid_body_param("post")
+        if "system_admin" not in user["roles"].split():
+            raise _permission_error()
+        created = now_ms()
+        ephemeral = {
+            "id": new_id(),
+            "create_at": created,
+            "update_at": created,
+            "user_id": user["id"],
+            "channel_id": str(post.get("channel_id", "")),
+            "root_id": str(post.get("root_id", "")),
+            "message": str(post.get("message", "")),
+            "type": "system_ephemeral",
+            "props": {},
+        }
+        with self._lock:
+            # The same record as a command's or a click's ephemeral answer, plus the post.
+            self.ephemeral_posts.append(
+                {
+                    "user_id": body["user_id"],
+                    "channel_id": ephemeral["channel_id"],
+                    "root_id": ephemeral["root_id"],
+                    "message": ephemeral["message"],
+                    "post": ephemeral,
+                }
+            )
+        return 201, ephemeral
+
+    def _api_create_direct_channel(self, request, user):
+        """api4/channel.go createDirectChannel: a JSON array of exactly two valid user
+        ids, one of them the caller's (else PermissionManageSystem, 403); then
+        app/channel.go GetOrCreateDirectChannel: the existing channel named by
+        model.GetDMNameFromIds (the two ids sorted, joined by "__"), or a new one
+        with both as members. 201 either way."""
+        try:
+            ids = json.loads(request.get_data(as_text=True))
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or len(ids) != 2:
+            raise _invalid_body_param("user_ids")
+        for user_id in ids:
+            if not isinstance(user_id, str) or not _VALID_ID.match(user_id):
+                raise _invalid_body_param("user_id")
+        if user["id"] not in ids and "system_admin" not in user["roles"].split():
+            raise _permission_error()
+        name = "__".join(sorted(ids))
+        with self._lock:
+            if any(user_id not in self._users for user_id in ids):
+                raise AppError(
+                    400,
+                    "api.channel.create_direct_channel.invalid_user.app_error",
+                    "Invalid user ID for direct channel creation.",
+                )
+            channel = self.channels.get(name)
+            if channel is None:
+                channel = self._add_channel(name, "", "D", team_id="")
+                for user_id in set(ids):
+                    self.add_member(channel["id"], user_id)
+            return 201, dict(channel)
+
+    def _api_upload_file(self, request, user):
+        """api4/file.go uploadFileStream, multipart: channel_id from the form (or the
+        query), PermissionUploadFile on that channel (members only: 403), every
+        part named "files" saved as a FileInfo by the caller, not yet attached to
+        a post (post_id ""). 201 {"file_infos": [...], "client_ids": [...]}."""
+        if request.mimetype != "multipart/form-data":
+            raise AppError(
+                400,
+                "api.file.upload_file.incorrect_channelId.app_error",
+                "Unable to upload the file. Incorrect channel ID: ",
+            )
+        channel_id = request.form.get("channel_id") or request.args.get("channel_id", "")
+        if not _VALID_ID.match(channel_id):
+            raise _invalid_url_param("channel_id")
+        uploads = request.files.getlist("files")
+        if not uploads:
+            raise AppError(
+                400, "api.file.upload_file.read_request.app_error", "Unable to read the request."
+            )
+        with self._lock:
+            channel = self._channels_by_id.get(channel_id)
+            if channel is None or (channel_id, user["id"]) not in self._members:
+                raise _permission_error()
+        infos = []
+        for upload in uploads:
+            content = upload.read()
+            if len(content) > MAX_FILE_SIZE:
+                raise AppError(
+                    413,
+                    "api.file.upload_file.too_large_detailed.app_error",
+                    "Unable to upload file. File is too large.",
+                )
+            name = upload.filename or "file"
+            created = now_ms()
+            info = {
+                "id": new_id(),
+                "user_id": user["id"],
+                "channel_id": channel_id,
+                "post_id": "",
+                "create_at": created,
+                "update_at": created,
+                "delete_at": 0,
+                "name": name,
+                "extension": name.rpartition(".")[2].lower() if "." in name else "",
+                "size": len(content),
+                # app/file.go: the type comes from the extension (mime.TypeByExtension).
+                "mime_type": upload.mimetype or "application/octet-stream",
+                "width": 0,
+                "height": 0,
+                "has_preview_image": False,
+                "mini_preview": None,
+                "remote_id": "",
+                "archived": False,
+            }
+            with self._lock:
+                self.files[info["id"]] = dict(info, content=content)
+            infos.append(info)
+        client_ids = request.form.getlist("client_ids")
+        return 201, {"file_infos": infos, "client_ids": client_ids}
+
+    def _readable_file(self, user: dict, file_id: str) -> dict:
+        """api4/file.go getFileInfo/getFile: a valid id, a file that exists (404
+        otherwise), and read access: its uploader, or a reader of its post's channel
+        (403 otherwise)."""
+        if not _VALID_ID.match(file_id):
+            raise _invalid_url_param("file_id")
+        with self._lock:
+            info = self.files.get(file_id)
+            if info is None or info["delete_at"]:
+                raise AppError(404, "app.file_info.get.app_error", "Unable to get the file info.")
+            if info["user_id"] != user["id"]:
+                channel = self._channels_by_id.get(info["channel_id"])
+                if (
+                    not info["post_id"]
+                    or channel is None
+                    or not self._can_read_channel(user, channel)
+                ):
+                    raise _permission_error()
+            return info
+
+    def _api_get_file_info(self, request, user, file_id):
+        info = self._readable_file(user, file_id)
+        return 200, {key: value for key, value in info.items() if key != "content"}
+
+    def _api_get_file(self, request, user, file_id):
+        """The bytes, with the headers web.WriteFileResponse sets: the stored type, an
+        attachment disposition, nosniff and a CSP that forbids everything."""
+        info = self._readable_file(user, file_id)
+        return Response(
+            info["content"],
+            200,
+            headers={
+                "X-Version-Id": VERSION_ID,
+                "Content-Disposition": f'attachment;filename="{info["name"]}"',
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "Frame-ancestors 'none'",
+            },
+            content_type=info["mime_type"],
+        )
+
+    def file_infos_of(self, post: dict) -> list[dict]:
+        """The FileInfos a post carries (its metadata.files), for tests."""
+        with self._lock:
+            return [
+                {key: value for key, value in self.files[f].items() if key != "content"}
+                for f in post.get("file_ids") or []
+            ]
+
+    def file_content(self, file_id: str) -> bytes:
+        with self._lock:
+            return self.files[file_id]["content"]
+
+    def upload_as(
+        self, user: dict, channel_id: str, name: str, content: bytes, mime_type: str
+    ) -> dict:
+        """A file a user uploads, as the web app does before posting with its id."""
+        response = requests.post(
+            f"{self.url}/api/v4/files",
+            headers={"Authorization": f"Bearer {user['token']}"},
+            data={"channel_id": channel_id},
+            files={"files": (name, content, mime_type)},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return response.json()["file_infos"][0]
+
     def _abandon(self, pending_post_id: str) -> None:
         """A held request let go unsaved: free its pending id and answer a 500."""
         with self._lock:
@@ -1438,12 +1666,14 @@ class MattermostStandin:
             "type": fields.get("type", ""),
             "props": props,
             "hashtags": "",
-            "file_ids": list(fields.get("file_ids") or []),
+            "file_ids": self._attach_files(user, fields.get("file_ids") or []),
             "pending_post_id": fields.get("pending_post_id", ""),
             "metadata": {},
         }
         self.posts.append(post)
         self._posts_by_id[post["id"]] = post
+        for file_id in post["file_ids"]:
+            self.files[file_id]["post_id"] = post["id"]
         if post["root_id"]:
             # sqlstore/post_store.go SaveMultiple: "UPDATE Posts SET UpdateAt = ? WHERE
             # Id = ?" with the newest reply's CreateAt, for every thread replied to.
@@ -1455,6 +1685,18 @@ class MattermostStandin:
             channel["last_root_post_at"] = created
             channel["total_msg_count_root"] += 1
         return post
+
+    def _attach_files(self, user: dict, file_ids: list) -> list[str]:
+        """app/post.go attachFilesToPost: only files the poster uploaded and no post
+        has yet are attached; the others are dropped from file_ids (logged, no error).
+        At most 10 ids (model.PostFileidsMaxRunes)."""
+        attached: list[str] = []
+        for file_id in file_ids[:10]:
+            info = self.files.get(file_id) if isinstance(file_id, str) else None
+            mine = info and info["user_id"] == user["id"] and not info["post_id"]
+            if mine and file_id not in attached:
+                attached.append(file_id)
+        return attached
 
     def _post_for_client(
         self, post: dict, *, keep_pending_id: bool = False, replies: dict | None = None
@@ -1476,6 +1718,14 @@ class MattermostStandin:
             client["pending_post_id"] = ""
         if not client["file_ids"]:
             del client["file_ids"]
+        else:
+            # PreparePostForClient: metadata.files holds the attached FileInfos.
+            client["metadata"] = {
+                "files": [
+                    {k: v for k, v in self.files[f].items() if k != "content"}
+                    for f in client["file_ids"]
+                ]
+            }
         return client
 
     def _reply_stats(self, root_ids: set[str]) -> dict[str, tuple[int, int]]:

@@ -371,3 +371,50 @@ def test_conversations_page_through_all_of_them(admin, store):
     older = re.search(r'href="(/conversations\?before=\d+)"', first).group(1)
     second = admin.get(older).get_data(as_text=True)
     assert "Visitor 04" in second and "Visitor 54" not in second and "Visitor 00" in second
+
+
+def test_checklist_ticks_carry_the_name_given_at_login(admin, store):
+    from bridge import checklist as readiness
+
+    item = readiness.ITEMS["test"][0].key
+    admin.post(f"/checklist/test/{item}/toggle")
+    assert store.ticks("test")[item]["ticked_by"] == "Ada"
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["BRIDGE_ADMIN_PASSWORD", "setup page"])
+def test_only_the_right_password_logs_in(tmp_path, configured):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATABASE": str(tmp_path / "b.db"),
+            "WTF_CSRF_ENABLED": False,
+            "ADMIN_PASSWORD": "password123" if configured else "",
+        }
+    )
+    Store(app.config["DATABASE"]).migrate()
+    client = app.test_client()
+    if not configured:
+        assert client.get("/login").headers["Location"] == "/setup"
+        client.post("/setup", data={"password": "password123", "confirm": "password123"})
+    for wrong in ("password12", "password1234", "PASSWORD123", ""):
+        response = client.post("/login", data={"name": "Ada", "password": wrong})
+        assert response.status_code == 200, wrong
+        assert client.get("/").status_code == 302, wrong  # still not logged in
+    assert "Wrong password." in client.post(
+        "/login", data={"name": "Ada", "password": "password12"}
+    ).get_data(as_text=True)
+    # Once a password exists, the setup page cannot replace it.
+    hijack = client.post("/setup", data={"password": "hijacked1", "confirm": "hijacked1"})
+    assert hijack.headers["Location"] == "/login"
+    client.post("/login", data={"name": "Eve", "password": "hijacked1"})
+    assert client.get("/").status_code == 302
+    # Six wrong tries from this address have used up its login limit (5 a minute):
+    # the admin's right password comes from another one.
+    elsewhere = {"REMOTE_ADDR": "198.51.100.7"}
+    login = client.post(
+        "/login", data={"name": "Ada", "password": "password123"}, environ_base=elsewhere
+    )
+    assert login.status_code == 302
+    assert client.get("/").status_code == 200
+    close_shared_connection(app.config["DATABASE"])

@@ -360,7 +360,7 @@ def test_messages_page_with_after_until_empty(client, auth, store):
     assert [m["text"] for m in seen[:3]] == ["m0", "m1", "m2"]
     assert seen[-1] == {**seen[-1], "direction": "agent", "author": "Bo", "text": "reply"}
     assert "internal note" not in [m["text"] for m in seen]
-    assert set(seen[0]) == {"id", "direction", "author", "text", "created_at", "status"}
+    assert set(seen[0]) == {"id", "direction", "author", "text", "created_at", "status", "files"}
 
 
 @pytest.mark.parametrize(

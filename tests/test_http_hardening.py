@@ -8,6 +8,7 @@ import pytest
 
 from bridge import create_app
 from bridge.store import Store, close_shared_connection
+from bridge.uploads import MAX_UPLOAD_BODY
 
 PASSWORD = "password123"
 SERVER = "https://chat.example.com"
@@ -186,14 +187,15 @@ def test_chat_bodies_over_1_mib_get_413_and_nothing_is_stored(bridge_app, posts)
         .headers["Location"]
         .split("c=")[1]
     )
-    for path, fields in (
-        ("/chat/test/start", {"name": "Mallory"}),
-        (f"/chat/test/{conversation_id}/messages", {}),
+    # The messages route takes a file too: its limit is a 10 MB file and its form.
+    for path, fields, limit, says in (
+        ("/chat/test/start", {"name": "Mallory"}, ONE_MIB, "larger than 1 MiB"),
+        (f"/chat/test/{conversation_id}/messages", {}, MAX_UPLOAD_BODY, "a 10 MB file"),
     ):
-        too_big = client.post(path, data=form_body(ONE_MIB + 1, **fields), content_type=FORM)
+        too_big = client.post(path, data=form_body(limit + 1, **fields), content_type=FORM)
         assert too_big.status_code == 413, path
-        assert "larger than 1 MiB" in too_big.get_data(as_text=True)
-        at_limit = client.post(path, data=form_body(ONE_MIB, **fields), content_type=FORM)
+        assert says in too_big.get_data(as_text=True)
+        at_limit = client.post(path, data=form_body(limit, **fields), content_type=FORM)
         assert at_limit.status_code == 400, path
         assert "at most 4000 characters" in at_limit.get_data(as_text=True)
     store = Store(app.config["DATABASE"])

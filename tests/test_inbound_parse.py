@@ -194,3 +194,48 @@ def test_unsupported_content_type_has_a_fixed_log_reason():
         parse_payload("text/x-" + "z" * 5000, MultiDict(FIELDS), b"")
     assert caught.value.reason == "unsupported content type"
     assert len(str(caught.value)) < 300
+
+
+# -- exact wording (found by make mutate) --------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type, named", [("text/plain", "text/plain"), ("", "(none)")])
+def test_an_unsupported_content_type_is_named_as_sent(content_type, named):
+    with pytest.raises(PayloadError) as caught:
+        parse_payload(content_type, MultiDict(FIELDS), b"")
+    assert str(caught.value) == (
+        f"unsupported content type {named}: Mattermost sends "
+        "application/x-www-form-urlencoded or application/json"
+    )
+
+
+def test_one_missing_field_is_named_in_the_singular():
+    with pytest.raises(PayloadError) as caught:
+        form_payload(post_id=None)
+    assert str(caught.value).startswith(f"missing field: post_id (body read as {FORM};")
+
+
+def test_a_field_as_long_as_the_limit_is_accepted():
+    assert form_payload(text="x" * MAX_FIELD).post_id == FIELDS["post_id"]  # no PayloadError
+    with pytest.raises(PayloadError) as caught:
+        form_payload(text="x" * (MAX_FIELD + 1))
+    assert str(caught.value) == "a field is longer than any Mattermost post can be"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "the body is not valid JSON"),
+        (b"[1]", "the JSON body must be an object"),
+    ],
+)
+def test_bad_json_bodies_are_explained(body, message):
+    with pytest.raises(PayloadError) as caught:
+        parse_payload("application/json", MultiDict(), body)
+    assert str(caught.value) == message
+
+
+def test_a_timestamp_that_is_not_a_number_is_explained():
+    with pytest.raises(PayloadError) as caught:
+        form_payload(timestamp="yesterday")
+    assert str(caught.value) == "timestamp is not a number"

@@ -13,7 +13,9 @@ import pytest
 import requests
 import requests_mock as rm
 
+from bridge.callbacks import CallbackSender
 from bridge.inbound import USER_CACHE_SECONDS, InboundRouter, WebhookPayload, display_name
+from bridge.store import Store
 from tests.snapshot import dump_tables
 
 SERVER = "https://chat.example.com"
@@ -249,7 +251,7 @@ def test_the_loop_guard_ignores_the_bots_own_posts_by_id_or_by_name(
         payload(post_id, user_id=user_id, user_name=user_name, text="**Vera:** Are you there?"),
     )
     assert (outcome.http_status, outcome.outcome) == (200, "ignored")
-    assert "reply-loop guard" in outcome.reason
+    assert outcome.reason == "post by the bridge's own bot (reply-loop guard)"
     assert everything_but_the_log(store) == before
     assert mattermost.call_count == 0  # every mirrored message fires the hook: no lookup
 
@@ -293,7 +295,11 @@ def test_posts_marked_as_from_a_bot_webhook_or_plugin_are_ignored(
     serve_user(mattermost, first_name="Alice")
     before = everything_but_the_log(store, "inbox")  # where issue 8 keeps every call
     outcome = webhook_call(router, "test", payload(post_id, text="Build 1234 passed"))
-    assert (outcome.outcome, outcome.reason) == ("ignored", "post by another bot or integration")
+    assert (outcome.http_status, outcome.outcome, outcome.reason) == (
+        200,
+        "ignored",
+        "post by another bot or integration",
+    )
     assert everything_but_the_log(store, "inbox") == before
 
     # The admin's "accept other bots" lets the next such post through.
@@ -314,7 +320,11 @@ def test_a_post_by_another_bot_account_without_props_is_ignored(
     outcome = webhook_call(
         router, "test", payload(post_id, user_id=other_bot, user_name="helpdesk-bot", text="Ticket")
     )
-    assert (outcome.outcome, outcome.reason) == ("ignored", "post by another bot or integration")
+    assert (outcome.http_status, outcome.outcome, outcome.reason) == (
+        200,
+        "ignored",
+        "post by another bot or integration",
+    )
     assert replies(store, conversation) == []
 
 
@@ -455,6 +465,12 @@ def test_a_kept_reply_still_failing_stays_kept(router, store, mattermost, conver
     assert router.retry_queued("test") == {"stored": 0, "ignored": 0, "failed": 1}
     assert store.count_queued_inbound("test") == 1
     assert replies(store, conversation) == []
+    retried = [r for r in store.log_page(env="test") if r["action"] == "webhook_retry"]
+    assert [(r["outcome"], r["post_id"]) for r in retried] == [("error", post_id)]
+    # Failed twice now: it waits (30 s) before the next try.
+    mattermost.reset_mock()
+    assert router.retry_queued("test") == {"stored": 0, "ignored": 0, "failed": 0}
+    assert mattermost.call_count == 0
 
 
 def test_a_kept_reply_deleted_meanwhile_is_dropped(router, store, mattermost, conversation):
@@ -488,12 +504,10 @@ def test_kept_replies_wait_while_their_environment_is_inactive(
 def test_a_kept_reply_routed_later_is_called_back_to_the_host(
     store, session, mattermost, conversation
 ):
-    from bridge.callbacks import CallbackSender
-
     store.update_environment(
         "test", callback_url="https://host.example.com/replies", callback_secret="s" * 32
     )
-    host = mattermost.post("https://host.example.com/replies", status_code=204)
+    host = mattermost.post("https://host.example.com/replies", status_code=503)
     router = InboundRouter(
         store,
         session=session,
@@ -507,5 +521,323 @@ def test_a_kept_reply_routed_later_is_called_back_to_the_host(
     serve_post(mattermost, post_id, "Hello Vera")
     serve_user(mattermost, first_name="Alice")
     router.retry_queued()
-    assert host.call_count == 1
+    assert host.call_count == 1  # once: the worker retries later with growing delays
     assert host.last_request.json()["message"]["text"] == "Hello Vera"
+
+
+# -- every decision, as the log and the answer show it (found by make mutate) ------------
+
+
+def reply_in_thread(mattermost, post_id):
+    serve_post(mattermost, post_id, "Hello")
+    serve_user(mattermost, first_name="Alice")
+
+
+IGNORED = [
+    pytest.param(
+        lambda store, mattermost, post_id: store.update_environment("test", active=0),
+        {},
+        "environment is inactive",
+        id="inactive environment",
+    ),
+    pytest.param(
+        lambda store, mattermost, post_id: reply_in_thread(mattermost, post_id),
+        {"channel_id": OTHER_CHANNEL},
+        "not the mirror channel",
+        id="another channel",
+    ),
+    pytest.param(
+        lambda store, mattermost, post_id: lookup_fails(mattermost, post_id, status=404),
+        {},
+        "the post is gone (deleted before it was looked up)",
+        id="deleted post",
+    ),
+    pytest.param(
+        lambda store, mattermost, post_id: serve_post(mattermost, post_id, "Hi all", root_id=""),
+        {},
+        "top-level post, not a reply in a mirrored thread",
+        id="top-level post",
+    ),
+    pytest.param(
+        lambda store, mattermost, post_id: serve_post(
+            mattermost, post_id, "Hi", root_id=mm_id("another thread")
+        ),
+        {},
+        "reply in a thread that is not a mirrored conversation",
+        id="unmirrored thread",
+    ),
+]
+
+
+@pytest.mark.parametrize("setup, fields, reason", IGNORED)
+def test_each_call_that_is_not_a_reply_is_answered_200_ignored_with_its_reason(
+    router, store, mattermost, conversation, setup, fields, reason
+):
+    post_id = mm_id("not a reply")
+    setup(store, mattermost, post_id)
+    outcome = webhook_call(router, "test", payload(post_id, text="Hello", **fields))
+    assert (outcome.http_status, outcome.outcome, outcome.reason) == (200, "ignored", reason)
+    assert replies(store, conversation) == []
+    (row,) = [r for r in store.log_page(env="test") if r["direction"] == "inbound"]
+    assert (row["outcome"], row["http_status"], row["error"]) == ("ignored", 200, reason)
+    assert (row["post_id"], row["action"], row["conversation_id"]) == (post_id, "webhook", "")
+
+
+def test_a_repeated_delivery_is_stored_once(router, store, mattermost, conversation):
+    post_id = mm_id("reply")
+    reply_in_thread(mattermost, post_id)
+    first = webhook_call(router, "test", payload(post_id, text="Hello"))
+    again = webhook_call(router, "test", payload(post_id, text="Hello"))
+    assert (first.http_status, first.outcome) == (200, "ok")
+    assert (again.http_status, again.outcome, again.reason) == (
+        200,
+        "ignored",
+        "duplicate delivery: post already stored",
+    )
+    assert replies(store, conversation) == [("agent", "Alice", "Hello")]
+    lookups = [r for r in mattermost.request_history if r.path.endswith(post_id)]
+    assert len(lookups) == 1  # a post already stored is not looked up again
+
+
+@pytest.mark.parametrize(
+    "text, direction, reason",
+    [
+        ("Hello Vera", "agent", "agent reply stored"),
+        ("note: she asked twice", "note", "internal note, not shown to the visitor"),
+        ("!close", "event", "conversation closed by the agent"),
+    ],
+)
+def test_a_stored_reply_is_logged_with_its_message_and_conversation(
+    router, store, mattermost, conversation, text, direction, reason
+):
+    post_id = mm_id("reply")
+    serve_post(mattermost, post_id, text)
+    serve_user(mattermost, first_name="Alice")
+    mattermost.post(
+        f"{SERVER}/api/v4/posts", status_code=201, json={"id": mm_id("n")}, headers=MM_JSON
+    )
+    outcome = webhook_call(router, "test", payload(post_id, text=text))
+    assert (outcome.http_status, outcome.outcome, outcome.reason) == (200, "ok", reason)
+    (message,) = [
+        m for m in store.messages_after(conversation["id"]) if m["direction"] != "visitor"
+    ]
+    assert message["direction"] == direction
+    assert message["delivery_status"] == ""  # no callback URL: nothing to deliver
+    (row,) = [r for r in store.log_page(env="test") if r["direction"] == "inbound"]
+    assert (row["outcome"], row["error"], row["target"]) == ("ok", reason, MIRROR)
+    assert (row["message_id"], row["conversation_id"]) == (message["id"], conversation["id"])
+
+
+def test_closing_says_so_in_the_thread(router, store, mattermost, conversation):
+    post_id = mm_id("close")
+    serve_post(mattermost, post_id, "!close")
+    serve_user(mattermost, first_name="Alice")
+    notice = mattermost.post(
+        f"{SERVER}/api/v4/posts", status_code=201, json={"id": mm_id("notice")}, headers=MM_JSON
+    )
+    webhook_call(router, "test", payload(post_id, text="!close"))
+    assert notice.last_request.json() == {
+        "channel_id": MIRROR,
+        "message": "Conversation closed. The visitor sees that it has ended.",
+        "root_id": ROOT,
+    }
+    actions = [r["action"] for r in store.log_page(env="test") if r["direction"] == "outbound"]
+    assert "close_notice" in actions
+
+
+@pytest.mark.parametrize(
+    "answers, sleeps, outcome",
+    [
+        pytest.param([503, 200], [0.5], "ok", id="5xx: once more after half a second"),
+        pytest.param([429, 200], [1.0], "ok", id="429: waits Retry-After when short"),
+        pytest.param([429], [], "error", id="429: a long Retry-After is not waited for"),
+        pytest.param([403], [], "error", id="403: not worth a second try"),
+    ],
+)
+def test_a_failed_lookup_is_tried_once_more_only_when_worth_it(
+    store, session, mattermost, conversation, answers, sleeps, outcome
+):
+    waited: list[float] = []
+    router = InboundRouter(store, session=session, sleep=waited.append)
+    post_id = mm_id("reply")
+    serve_user(mattermost, first_name="Alice")
+    responses = []
+    for status in answers:
+        if status == 200:
+            post = serve_post(mattermost, post_id, "Hello")
+            responses.append({"json": post, "headers": MM_JSON})
+        else:
+            retry_after = "1" if len(answers) > 1 else "5"
+            responses.append(
+                {
+                    "status_code": status,
+                    "json": {"id": "x", "message": "no", "status_code": status},
+                    "headers": {**MM_JSON, "Retry-After": retry_after},
+                }
+            )
+    mattermost.get(f"{SERVER}/api/v4/posts/{post_id}", responses)
+    result = webhook_call(router, "test", payload(post_id, text="Hello"))
+    assert result.outcome == outcome
+    assert waited == sleeps
+    lookups = [r for r in mattermost.request_history if r.path.endswith(post_id)]
+    assert len(lookups) == len(answers)
+    if outcome == "error":
+        assert result.reason.startswith("cannot look the post up: ")
+        assert store.count_queued_inbound("test") == 1
+
+
+def test_another_bot_stays_ignored_once_its_account_is_cached(
+    router, store, mattermost, conversation
+):
+    other_bot = mm_id("helpdesk-bot")
+    serve_user(mattermost, other_bot, username="helpdesk-bot", is_bot=True)
+    for n in range(2):
+        serve_post(mattermost, mm_id(f"bot post {n}"), f"Ticket #{n}", user_id=other_bot)
+        outcome = webhook_call(
+            router, "test", payload(mm_id(f"bot post {n}"), user_id=other_bot, user_name="helpdesk")
+        )
+        assert outcome.reason == "post by another bot or integration"
+    assert len([r for r in mattermost.request_history if "/users/" in r.path]) == 1
+    assert replies(store, conversation) == []
+
+
+def test_a_user_with_no_name_at_all_is_called_agent(router, store, mattermost, conversation):
+    post_id = mm_id("reply")
+    serve_post(mattermost, post_id, "Hello")
+    serve_user(mattermost, username="")
+    webhook_call(router, "test", payload(post_id, user_name="", text="Hello"))
+    assert replies(store, conversation) == [("agent", "Agent", "Hello")]
+
+
+@pytest.mark.parametrize("text", ["Hello Vera", "!close"])
+def test_a_reply_is_called_back_to_the_host_right_away_with_one_retry(
+    store, session, mattermost, conversation, text
+):
+    store.update_environment(
+        "test", callback_url="https://host.example.com/replies", callback_secret="s" * 32
+    )
+    host = mattermost.post("https://host.example.com/replies", status_code=503)
+    mattermost.post(
+        f"{SERVER}/api/v4/posts", status_code=201, json={"id": mm_id("n")}, headers=MM_JSON
+    )
+    router = InboundRouter(
+        store,
+        session=session,
+        callbacks=CallbackSender(store, session=session, sleep=lambda seconds: None),
+    )
+    post_id = mm_id("reply")
+    serve_post(mattermost, post_id, text)
+    serve_user(mattermost, first_name="Alice")
+    webhook_call(router, "test", payload(post_id, text=text))
+    assert host.call_count == 2  # INLINE_ATTEMPTS; then the worker takes over
+
+
+def test_a_note_is_never_called_back_to_the_host(store, session, mattermost, conversation):
+    store.update_environment(
+        "test", callback_url="https://host.example.com/replies", callback_secret="s" * 32
+    )
+    host = mattermost.post("https://host.example.com/replies", status_code=204)
+    router = InboundRouter(store, session=session, callbacks=CallbackSender(store, session=session))
+    post_id = mm_id("note")
+    serve_post(mattermost, post_id, "note: internal")
+    serve_user(mattermost, first_name="Alice")
+    webhook_call(router, "test", payload(post_id, text="note: internal"))
+    assert host.call_count == 0
+    (note,) = [m for m in store.messages_after(conversation["id"]) if m["direction"] == "note"]
+    assert note["delivery_status"] == ""
+
+
+def test_retry_of_one_environment_routes_only_its_own_kept_replies(
+    router, store, mattermost, conversation
+):
+    store.update_environment(
+        "production",
+        server_url=SERVER,
+        bot_token=BOT_TOKEN,
+        bot_user_id=mm_id("production bot"),
+        bot_username="bridge-bot-prod",
+        webhook_token=HOOK_TOKEN,
+        mirror_channel_id=MIRROR,
+        active=1,
+    )
+    kept = {env: [mm_id(f"{env} reply {n}") for n in range(2)] for env in ("production", "test")}
+    for env, post_ids in kept.items():
+        for post_id in post_ids:
+            lookup_fails(mattermost, post_id)
+            webhook_call(router, env, payload(post_id, text="Hello"))
+    for post_id in kept["test"] + kept["production"]:
+        serve_post(mattermost, post_id, "Hello")
+    serve_user(mattermost, first_name="Alice")
+    store.update_environment("production", active=0)
+    assert router.retry_queued("test") == {"stored": 2, "ignored": 0, "failed": 0}
+    assert store.count_queued_inbound("production") == 2
+    store.update_environment("production", active=1)
+    assert router.retry_queued("test") == {"stored": 0, "ignored": 0, "failed": 0}
+    assert store.count_queued_inbound("production") == 2
+
+
+def test_an_inactive_environments_kept_replies_do_not_hold_up_the_others(
+    router, store, mattermost, conversation
+):
+    store.update_environment(
+        "production",
+        webhook_token=HOOK_TOKEN,
+        mirror_channel_id=MIRROR,
+        active=1,
+        server_url=SERVER,
+        bot_token=BOT_TOKEN,
+    )
+    first = mm_id("production reply, kept first")
+    lookup_fails(mattermost, first)
+    webhook_call(router, "production", payload(first, text="Hello"))
+    second = mm_id("test reply, kept second")
+    lookup_fails(mattermost, second)
+    webhook_call(router, "test", payload(second, text="Hello"))
+    store.update_environment("production", active=0)
+    serve_post(mattermost, second, "Hello")
+    serve_user(mattermost, first_name="Alice")
+    assert router.retry_queued() == {"stored": 1, "ignored": 0, "failed": 0}
+    assert replies(store, conversation) == [("agent", "Alice", "Hello")]
+
+
+def test_the_webhook_routes_default_callbacks_reach_the_host(
+    store, session, mattermost, conversation, requests_mock
+):
+    # The route builds its router without a CallbackSender: the default one must work.
+    store.update_environment(
+        "test", callback_url="https://host.example.com/replies", callback_secret="s" * 32
+    )
+    host = requests_mock.post("https://host.example.com/replies", status_code=204)
+    router = InboundRouter(store, session=session)
+    post_id = mm_id("reply")
+    serve_post(mattermost, post_id, "Hello Vera")
+    serve_user(mattermost, first_name="Alice")
+    webhook_call(router, "test", payload(post_id, text="Hello Vera"))
+    assert host.call_count == 1
+
+
+def test_two_routers_racing_over_one_post_store_it_once(store, session, mattermost, conversation):
+    post_id = mm_id("reply")
+    serve_post(mattermost, post_id, "Hello")
+    other_store = Store(store.path)
+    other = InboundRouter(other_store, session=session, sleep=lambda seconds: None)
+    router = InboundRouter(store, session=session, sleep=lambda seconds: None)
+    outcomes, started = [], []
+
+    def user_while_the_other_router_runs(request, context):
+        # The first router is past its duplicate check; the second one runs now.
+        if not started:
+            started.append(True)
+            outcomes.append(webhook_call(other, "test", payload(post_id, text="Hello")))
+        return {"id": AGENT_ID, "username": AGENT_NAME, "first_name": "Alice", "is_bot": False}
+
+    mattermost.get(
+        f"{SERVER}/api/v4/users/{AGENT_ID}", json=user_while_the_other_router_runs, headers=MM_JSON
+    )
+    outcomes.append(webhook_call(router, "test", payload(post_id, text="Hello")))
+    other_store.close()
+    assert sorted((o.http_status, o.outcome, o.reason) for o in outcomes) == [
+        (200, "ignored", "duplicate delivery: post already stored"),
+        (200, "ok", "agent reply stored"),
+    ]
+    assert replies(store, conversation) == [("agent", "Alice", "Hello")]

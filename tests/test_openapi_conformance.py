@@ -18,11 +18,20 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import settings
+from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.file_samples import FILE_SAMPLES
 
+from bridge.uploads import EXTENSIONS
 from tests.conftest import configure_env
 
 pytestmark = pytest.mark.integration
+
+# A file part declares the types it accepts (encoding.contentType); the API judges
+# a file by its content, so a valid one is a real file of such a type. Schemathesis
+# has the smallest well-formed file of each; it is told to send those.
+for _media_type in EXTENSIONS:
+    schemathesis.openapi.media_type(_media_type, st.just(FILE_SAMPLES[EXTENSIONS[_media_type]]))
 
 SEED = 20261203
 MAX_EXAMPLES = 25  # fuzzing cases per operation; the coverage phase adds its own

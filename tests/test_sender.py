@@ -173,6 +173,8 @@ def test_long_reply_parts_all_stay_in_the_conversation_thread(mock, sender, stor
     assert len(bodies) == 2
     assert all(body["root_id"] == conversation["root_post_id"] for body in bodies)
     assert reply["status"] == "sent"
+    # The reply's first part does not become the conversation's thread root.
+    assert store.conversation(conversation["id"])["root_post_id"] == conversation["root_post_id"]
 
 
 # -- mentions ---------------------------------------------------------------------
@@ -336,15 +338,20 @@ def test_a_reply_fails_when_its_root_still_cannot_be_posted(mock, sender, store)
     conversation, _ = sender.start_conversation("test", "Ann", "First")
     reply = sender.add_visitor_message("test", conversation["id"], "Second")
     assert reply["status"] == "failed"
-    assert "first message" in reply["error"]
+    assert reply["error"] == (
+        "the conversation's first message is not posted yet: 403: @bridgebot is not a member "
+        f"of channel Support ({MIRROR}) — add it to the channel (/invite @bridgebot) and try again."
+    )
     assert all("root_id" not in body for body in posted(mock))
 
 
 def test_retry_of_a_split_message_continues_with_the_missing_part(mock, sender, store):
     mock.post(POSTS, [{"json": created}] + [failure(500)] * sender_module.MAX_ATTEMPTS)
-    _, message = sender.start_conversation("test", "Ann", "y" * 20000)
+    conversation, message = sender.start_conversation("test", "Ann", "y" * 20000)
     assert message["status"] == "failed"
     assert len(message["chunk_post_ids"]) == 1
+    # The thread is known as soon as its first part is posted, before the rest fails.
+    assert conversation["root_post_id"] == message["chunk_post_ids"][0]
 
     mock.reset_mock()
     mock.post(POSTS, json=created)
@@ -442,7 +449,7 @@ def test_no_mirror_channel_fails_with_a_reason(mock, sender, store):
     store.update_environment("test", mirror_channel_id="")
     _, message = sender.start_conversation("test", "Ann", "Hi")
     assert message["status"] == "failed"
-    assert "mirror channel" in message["error"]
+    assert message["error"] == "no mirror channel is configured for this environment"
     assert mock.call_count == 0
 
 
@@ -453,7 +460,7 @@ def test_inactive_environment_skips_with_a_reason_and_no_http_call(mock, sender,
     store.update_environment("test", active=0)
     _, message = sender.start_conversation("test", "Ann", "Hello")
     assert message["status"] == "skipped"
-    assert "inactive" in message["reason"]
+    assert message["reason"] == "environment is inactive"
     assert mock.call_count == 0
     (row,) = store.log_page(env="test")
     assert row["outcome"] == "ignored"
@@ -571,7 +578,8 @@ def test_root_post_retried_late_is_found_among_the_channels_recent_posts(mock, s
     assert posted(mock) == []
     assert store.conversation(conversation["id"])["root_post_id"] == "r" * 26
     since = int(mock.request_history[0].qs["since"][0])
-    assert since <= message["created_at"] * 1000
+    # From just before the message was stored: it cannot have been posted earlier.
+    assert message["created_at"] * 1000 - 5000 <= since <= message["created_at"] * 1000
 
 
 def test_conversation_begun_while_inactive_is_mirrored_after_activation(mock, sender, store):
@@ -772,3 +780,55 @@ def test_test_message_says_what_it_is_and_where_it_went(mock, sender):
     mock.post(POSTS, **failure(403))
     failed = sender.send_test_message("test")
     assert failed.ok is False and failed.error.startswith("403: @bridgebot")
+
+
+def test_an_unexpected_error_leaves_the_message_failed_not_stuck_sending(mock, sender, store):
+    def broken(request, context):
+        raise ValueError("a bug somewhere below the sender")
+
+    mock.post(POSTS, json=broken)
+    with pytest.raises(ValueError):
+        sender.start_conversation("test", "Ann", "Hello")
+    (message_id,) = store.failed_message_ids("test")
+    message = store.message(message_id)
+    assert (message["status"], message["error"]) == ("failed", "unexpected error while sending")
+
+
+def test_messages_remember_the_channel_they_went_to_or_failed_in(mock, sender, store):
+    mock.post(POSTS, json=created)
+    _, sent = sender.start_conversation("test", "Ann", "Hello")
+    mock.post(POSTS, **failure(500))
+    _, failed = sender.start_conversation("test", "Bo", "Hello")
+    assert (sent["status"], sent["channel_id"]) == ("sent", MIRROR)
+    assert (failed["status"], failed["channel_id"]) == ("failed", MIRROR)
+
+
+def test_a_split_reply_retried_continues_in_the_conversations_thread(mock, sender, store):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann", "Hello")
+    mock.post(POSTS, [{"json": created}] + [failure(500)] * sender_module.MAX_ATTEMPTS)
+    reply = sender.add_visitor_message("test", conversation["id"], "y" * 20000)
+    assert reply["status"] == "failed" and len(reply["chunk_post_ids"]) == 1
+    mock.reset_mock()
+    mock.post(POSTS, json=created)
+    assert sender.retry_failed("test")["sent"] == 1
+    (second,) = posted(mock)
+    assert second["root_id"] == conversation["root_post_id"]
+    assert second["pending_post_id"] == f"{reply['pending_key']}:1"
+
+
+def test_500s_are_retried_after_half_a_second_one_second_then_two(mock, sender, sleeps):
+    mock.post(POSTS, **failure(500))
+    sender.start_conversation("test", "Ann", "Hello")
+    assert sleeps == [0.5, 1.0, 2.0]
+
+
+def test_the_visitors_name_is_written_on_one_line_with_single_spaces(mock, sender):
+    mock.post(POSTS, json=created)
+    conversation, _ = sender.start_conversation("test", "Ann  Marie\nSmith", "Hello")
+    sender.add_visitor_message("test", conversation["id"], "Still there?")
+    root, reply = posted(mock)
+    assert root["message"] == "**Ann Marie Smith** started a web chat:\nHello"
+    assert reply["message"] == "**Ann Marie Smith:** Still there?"
+    sender.start_conversation("test", " \t ", "Hi")
+    assert posted(mock)[-1]["message"] == "**Visitor** started a web chat:\nHi"

@@ -292,3 +292,43 @@ def test_iso_time_is_utc_with_milliseconds():
     assert iso_time(0) == "1970-01-01T00:00:00.000Z"
     assert iso_time(1.5) == "1970-01-01T00:00:01.500Z"
     assert iso_time(None) is None
+
+
+# -- where exactly a part ends (found by make mutate) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, limit, parts",
+    [
+        pytest.param(
+            "aa\nbbb\ncc" + "d" * 10, 10, ["aa\nbbb\n", "cc" + "d" * 8, "dd"], id="last break"
+        ),
+        pytest.param("aaaaa\n" + "b" * 10, 10, ["aaaaa\n", "b" * 10], id="break at half"),
+        pytest.param(
+            "aaaaa\n" + "b" * 11, 11, ["aaaaa\n", "b" * 11], id="break at half, odd limit"
+        ),
+        pytest.param("aaaa\n" + "b" * 10, 10, ["aaaa\nbbbbb", "bbbbb"], id="break before half"),
+        pytest.param("aaaa\nbb bbbbbbb", 10, ["aaaa\nbb ", "bbbbbbb"], id="early break, late space"),
+        pytest.param("aaaaa " + "b" * 10, 10, ["aaaaa ", "b" * 10], id="space at half"),
+        pytest.param("aaaaa " + "b" * 11, 11, ["aaaaa ", "b" * 11], id="space at half, odd limit"),
+        pytest.param("aaaa " + "b" * 10, 10, ["aaaa bbbbb", "bbbbb"], id="space before half"),
+        pytest.param("a" * 10 + "@channel", 10, ["a" * 9, "a@channel"], id="hard cut before @"),
+        pytest.param(
+            "xy@channel", 2, ["x", "y@", "ch", "an", "ne", "l"], id="@ at the smallest limit"
+        ),
+    ],
+)
+def test_split_points(text, limit, parts):
+    assert split_text(text, limit) == parts
+
+
+@pytest.mark.parametrize("text", ["x" + "@" * 12, "@" * 25, "a@" * 20])
+def test_runs_of_at_signs_still_split_into_short_non_empty_parts(text):
+    parts = split_text(text, 10)
+    assert "".join(parts) == text
+    assert all(0 < len(part) <= 10 for part in parts)
+
+
+def test_the_limit_error_says_what_is_allowed():
+    with pytest.raises(ValueError, match="^limit must be at least 2$"):
+        split_text("abc", 1)

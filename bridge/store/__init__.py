@@ -29,6 +29,7 @@ from .base import (
 from .checklist import ChecklistMixin
 from .conversations import ConversationsMixin
 from .deliveries import DeliveriesMixin
+from .files import FilesMixin
 from .inbox import INBOX_KEEP_DONE_SECONDS, INBOX_LEASE_SECONDS, InboxMixin
 from .log import LogMixin
 from .messages import MessagesMixin
@@ -73,6 +74,7 @@ class Store(
     ChecklistMixin,
     RateLimitsMixin,
     SourcesMixin,
+    FilesMixin,
     LogMixin,
     StoreBase,
 ):

@@ -250,6 +250,25 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 15 (files both ways, issue 10 part 4): a message's files. A visitor's keeps
+    # its bytes until the post carries it (a failed upload is retried); an
+    # agent's is its Mattermost file id, served from Mattermost.
+    """
+    CREATE TABLE message_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        conversation_id TEXT NOT NULL,
+        env TEXT NOT NULL,
+        file_id TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mime_type TEXT NOT NULL,
+        content BLOB,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX message_files_message ON message_files(message_id);
+    CREATE INDEX message_files_conversation ON message_files(conversation_id, file_id);
+    """,
 ]
 
 

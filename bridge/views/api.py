@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify, request, url_for
 
 from ..attachments import AttachmentError, validate_attachments
 from ..db import get_sender, get_store
@@ -25,7 +25,9 @@ from ..openapi import (
 from ..sender import ConversationClosed
 from ..store import NotFound
 from ..text import iso_time
+from ..uploads import MAX_FILE_BYTES, UploadRefused, check_file
 from . import parse_id
+from .downloads import file_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -200,7 +202,8 @@ def list_messages(conversation_id: str):
             "invalid_field",
             f"'after' must be a message id (a whole number from 0 to {MAX_MESSAGE_ID})",
         )
-    rows = get_store().messages_after(conversation_id, after, visitor_view=True)
+    store = get_store()
+    rows = store.with_files(store.messages_after(conversation_id, after, visitor_view=True))
     messages = [
         {
             "id": row["id"],
@@ -209,10 +212,79 @@ def list_messages(conversation_id: str):
             "text": row["text"],
             "created_at": iso_time(row["created_at"]),
             "status": row["status"],
+            "files": _files_json(conversation_id, row["files"]),
         }
         for row in rows
     ]
     return jsonify({"messages": messages})
+
+
+@bp.post("/conversations/<conversation_id>/files")
+def add_file(conversation_id: str):
+    """A visitor's file (multipart ``file``) with an optional ``text``, posted like a message."""
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with a 'file' part and an optional 'text' part",
+        )
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "missing_field", "'file' is required (a multipart file part)")
+    text = _text(dict(request.form), "text", limit=MAX_TEXT, required=False)
+    content = upload.read(MAX_FILE_BYTES + 1)
+    try:
+        name, mime_type = check_file(upload.filename or "", content)
+    except UploadRefused as exc:
+        status, code = (
+            (413, "file_too_large") if len(content) > MAX_FILE_BYTES else (400, "invalid_file")
+        )
+        raise ApiError(status, code, str(exc)) from None
+    try:
+        message = get_sender().add_visitor_message(
+            g.env, conversation_id, text, settings=g.settings, files=[(name, mime_type, content)]
+        )
+    except NotFound:
+        raise _no_such_conversation(conversation_id) from None
+    except ConversationClosed:
+        raise ApiError(
+            409, "conversation_closed", "the conversation was closed by an agent"
+        ) from None
+    files = get_store().files_of_messages([message["id"]]).get(message["id"], [])
+    payload = {
+        "id": message["id"],
+        "post_id": message["post_id"],
+        **_delivery(message),
+        "files": _files_json(conversation_id, files),
+    }
+    return jsonify(payload), 201
+
+
+@bp.get("/conversations/<conversation_id>/files/<file_id>")
+def get_file(conversation_id: str, file_id: str):
+    """A file of the conversation, from Mattermost; another conversation's is a 404."""
+    _conversation(conversation_id)
+
+    def refuse(status: int, message: str):
+        raise ApiError(status, "not_found" if status == 404 else "mattermost_unavailable", message)
+
+    return file_response(get_store(), g.env, conversation_id, file_id, refuse)
+
+
+def _files_json(conversation_id: str, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each file as the API shows it; ``url`` is null until Mattermost has it."""
+    return [
+        {
+            "id": row["file_id"],
+            "name": row["name"],
+            "size": row["size"],
+            "mime_type": row["mime_type"],
+            "url": url_for("api.get_file", conversation_id=conversation_id, file_id=row["file_id"])
+            if row["file_id"]
+            else None,
+        }
+        for row in files
+    ]
 
 
 @bp.post("/notifications")

@@ -14,7 +14,9 @@ from .. import htmx
 from ..db import get_sender, get_store
 from ..sender import ConversationClosed
 from ..store import NotFound
+from ..uploads import MAX_FILE_BYTES, UploadRefused, check_file
 from . import parse_id
+from .downloads import file_response
 
 bp = Blueprint("chat", __name__, url_prefix="/chat")
 ENV = "<any(test, production):env>"
@@ -56,7 +58,10 @@ def page(env: str):
 
 
 def _conversation_page(env: str, conversation: dict, errors=(), text: str = "", status=200):
-    messages = get_store().messages_after(conversation["id"], 0, limit=500, visitor_view=True)
+    store = get_store()
+    messages = store.with_files(
+        store.messages_after(conversation["id"], 0, limit=500, visitor_view=True)
+    )
     body = render_template(
         "chat/conversation.html",
         env=env,
@@ -115,11 +120,27 @@ def _text_errors(text: str) -> list[str]:
     return []
 
 
+def _attached_file() -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    """The form's checked file, if one is attached, or why it is refused."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return [], []
+    content = upload.read(MAX_FILE_BYTES + 1)
+    try:
+        name, mime_type = check_file(upload.filename, content)
+    except UploadRefused as exc:
+        return [], [str(exc)]
+    return [(name, mime_type, content)], []
+
+
 @bp.post(f"/{ENV}/<conversation_id>/messages")
 def send(env: str, conversation_id: str):
     conversation = _conversation_or_404(env, conversation_id)
     text = request.form.get("text", "").strip()
-    errors = _text_errors(text)
+    files, errors = _attached_file()
+    if not errors:
+        # A file may go alone; text alone must not be empty.
+        errors = _text_errors(text) if text or not files else []
     if not errors and not get_store().environment(env)["active"]:
         # Kept but never posted would look sent to the visitor: say so instead.
         errors = ["Chat is not available right now. Please try again later."]
@@ -127,7 +148,7 @@ def send(env: str, conversation_id: str):
         errors = ["You are sending messages too fast. Please wait a moment."]
     if not errors:
         try:
-            get_sender().add_visitor_message(env, conversation["id"], text)
+            get_sender().add_visitor_message(env, conversation["id"], text, files=files)
         except ConversationClosed:
             if htmx:  # the closed notice takes the composer's place
                 return render_template("chat/_closed.html", env=env)
@@ -151,7 +172,8 @@ def poll(env: str, conversation_id: str):
     """Messages newer than ``after`` above a fresh poller; 286 stops polling when closed."""
     conversation = _conversation_or_404(env, conversation_id)
     after_id = parse_id(request.args.get("after")) or 0
-    messages = get_store().messages_after(conversation_id, after_id, visitor_view=True)
+    store = get_store()
+    messages = store.with_files(store.messages_after(conversation_id, after_id, visitor_view=True))
     newest = messages[-1]["id"] if messages else after_id
     body = render_template(
         "chat/_poll.html",
@@ -162,3 +184,10 @@ def poll(env: str, conversation_id: str):
         poll_seconds=POLL_SECONDS,
     )
     return body, 286 if conversation["status"] == "closed" else 200
+
+
+@bp.get(f"/{ENV}/<conversation_id>/files/<file_id>")
+def download(env: str, conversation_id: str, file_id: str):
+    """A file of this conversation, fetched from Mattermost; any other id is a 404."""
+    conversation = _conversation_or_404(env, conversation_id)
+    return file_response(get_store(), env, conversation["id"], file_id)
