@@ -392,7 +392,8 @@ class InboundRouter:
         if conversation is None:
             return Outcome(200, "ignored", "reply in a thread that is not a mirrored conversation")
         text = post.get("message", payload.text)
-        file_ids = post.get("file_ids") or [f for f in payload.file_ids.split(",") if f]
+        # The files are the fetched post's, like its text: never the payload's word.
+        file_ids = post.get("file_ids") or []
         return self._store_reply(routing, client, conversation, text, file_ids)
 
     def _lookup(self, client: mm.MattermostClient, post_id: str) -> dict[str, Any]:
