@@ -46,4 +46,8 @@ control_socket_disable = True
 
 # Access log to stdout (journald, honcho); errors to stderr.
 accesslog = "-"
+# gunicorn's default format, but the path without its query string (%(U)s, not
+# the request line %(r)s): other systems' webhooks may carry their secret as
+# ?token=, and it must not land in journald.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 errorlog = "-"

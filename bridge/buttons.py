@@ -98,9 +98,14 @@ class Buttons:
         }
 
 
-def buttons_from_config(config: Any, host_url: str = "") -> Buttons | None:
-    """The app's buttons: BRIDGE_PUBLIC_URL, else the address this request came to."""
-    base = config.get("PUBLIC_URL") or host_url.rstrip("/")
+def buttons_from_config(config: Any) -> Buttons | None:
+    """The app's buttons, pointing at BRIDGE_PUBLIC_URL; None when it is not set.
+
+    Never the address a request came to: a visitor starting a chat chooses
+    its Host header, and the buttons would send agents' clicks (the signed
+    context, the agent's name) to the visitor's server.
+    """
+    base = config.get("PUBLIC_URL") or ""
     if not base or not urlsplit(base).scheme:
         return None
     return Buttons(config["SECRET_KEY"], base)

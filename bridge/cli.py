@@ -261,7 +261,8 @@ def retry_command(env: str | None) -> None:
         f"Retried: {counts['sent']} sent, {counts['failed']} still failed, "
         f"{counts['skipped']} left for an inactive environment."
     )
-    replies = InboundRouter(get_store()).retry_queued(env)
+    router = InboundRouter(get_store(), buttons=buttons_from_config(current_app.config))
+    replies = router.retry_queued(env)
     if any(replies.values()):
         click.echo(
             f"Agent replies kept after a failed lookup: {replies['stored']} stored, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, has_request_context, request
+from flask import Flask, current_app, g
 
 from .buttons import buttons_from_config
 from .sender import Sender
@@ -31,9 +31,7 @@ def get_sender() -> Sender:
             retry_budget=current_app.config.get("SEND_RETRY_BUDGET", 8.0),
             schedule=worker.schedule,
             reclaim_after=worker.reclaim_after,
-            buttons=buttons_from_config(
-                current_app.config, request.host_url if has_request_context() else ""
-            ),
+            buttons=buttons_from_config(current_app.config),
         )
     return g.sender
 

@@ -416,10 +416,11 @@ class InboundRouter:
         files: list[dict[str, Any]] = []
         if stripped.lower().startswith(NOTE_PREFIX):
             direction, delivery, reason = "note", "", "internal note, not shown to the visitor"
+        elif conversation["status"] == "closed":
+            # Before !close: closing it again would repeat the event and its callback.
+            return self._reply_to_closed(routing, conversation)
         elif stripped.lower() == CLOSE_COMMAND:
             direction, delivery, reason = "event", "", "conversation closed by the agent"
-        elif conversation["status"] == "closed":
-            return self._reply_to_closed(routing, conversation)
         else:
             direction, reason = "agent", "agent reply stored"
             delivery = "pending" if settings["callback_url"] else ""

@@ -388,17 +388,11 @@ class MattermostClient:
         """The file's bytes as a streamed response; the caller closes it."""
         started = time.perf_counter()
         try:
-            response = self.session.get(
-                f"{self.base_url}/api/v4/files/{file_id}",
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.RequestException as exc:
-            error = _transport_error(self.base_url, exc)
+            # Through _send: an account login's session (and its one re-login) too.
+            response = self._send("GET", f"/api/v4/files/{file_id}", {"stream": True})
+        except MattermostError as error:  # the transport failed
             self._record("download", "GET", file_id, None, started, error=str(error))
-            raise error from None
+            raise
         if response.status_code != 200:
             error = _http_error(self.base_url, response)
             response.close()
@@ -451,6 +445,7 @@ class MattermostClient:
             # ONCE and re-send the very same request; a post keeps its
             # pending_post_id, so the server still drops a repeat. A second 401
             # is reported, never retried in a loop.
+            response.close()  # a streamed answer would keep its connection
             token = self._session_token(stale=token)
             response = self._request(method, path, token, kwargs)
         return response

@@ -279,7 +279,7 @@ class Worker:
             self._last_beat = now
 
     def _replies(self, counts: PassCounts) -> None:
-        router = InboundRouter(self.store, session=self.session)
+        router = InboundRouter(self.store, session=self.session, buttons=self.sender.buttons)
         counts.replies = router.retry_queued(env=None)
 
     def _callbacks(self, counts: PassCounts) -> None:

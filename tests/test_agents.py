@@ -235,3 +235,24 @@ def test_conversations_pages_show_the_assignee(admin, store, conversation):
     assert "<td>@alice</td>" in listing
     page = admin.get(f"/conversations/{conversation['id']}").get_data(as_text=True)
     assert "claimed by @alice" in page
+
+
+def test_buttons_point_only_at_the_public_url_never_at_a_requests_host(app, client, store):
+    from bridge.buttons import buttons_from_config
+
+    assert buttons_from_config({"SECRET_KEY": SECRET, "PUBLIC_URL": ""}) is None
+    made = buttons_from_config({"SECRET_KEY": SECRET, "PUBLIC_URL": "https://bridge.example"})
+    assert made.base_url == "https://bridge.example"
+    # Without BRIDGE_PUBLIC_URL a click (on a button posted while it was set) is
+    # answered without touching anything, whatever Host the call names.
+    conversation, _ = store.create_conversation("test", "Vera", "", "", "Hello")
+    store.update_environment("test", active=1)
+    answer = client.post(
+        "/hooks/mattermost/test/action",
+        data=click_body(conversation["id"], "claim"),
+        content_type="application/json",
+        headers={"Host": "evil.example"},
+    )
+    assert answer.status_code == 200
+    assert "BRIDGE_PUBLIC_URL" in answer.json["ephemeral_text"]
+    assert store.conversation(conversation["id"])["assignee"] == ""

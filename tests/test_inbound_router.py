@@ -841,3 +841,26 @@ def test_two_routers_racing_over_one_post_store_it_once(store, session, mattermo
         (200, "ok", "agent reply stored"),
     ]
     assert replies(store, conversation) == [("agent", "Alice", "Hello")]
+
+
+def test_close_on_a_closed_conversation_is_not_a_second_close(
+    router, store, mattermost, conversation
+):
+    first, second = mm_id("close one"), mm_id("close two")
+    serve_post(mattermost, first, "!close")
+    serve_post(mattermost, second, "!close")
+    serve_user(mattermost, first_name="Alice")
+    mattermost.post(
+        f"{SERVER}/api/v4/posts", status_code=201, json={"id": mm_id("n")}, headers=MM_JSON
+    )
+    # The second agent's notice (ephemeral, else a DM) may be refused here: it is
+    # best effort and logged; what matters is that nothing closes twice.
+    mattermost.post(f"{SERVER}/api/v4/posts/ephemeral", status_code=403, json={}, headers=MM_JSON)
+    mattermost.post(f"{SERVER}/api/v4/channels/direct", status_code=403, json={}, headers=MM_JSON)
+    assert webhook_call(router, "test", payload(first, text="!close")).outcome == "ok"
+    outcome = webhook_call(router, "test", payload(second, text="!close"))
+    assert (outcome.outcome, outcome.reason) == (
+        "ignored",
+        "reply to a closed conversation: the agent is told privately",
+    )
+    assert replies(store, conversation) == [("event", "Alice", "Alice closed the conversation.")]

@@ -448,3 +448,19 @@ def test_pruning_the_log_drops_old_admin_actions_too(store):
     store.log_admin_action("new-nina", "sign-in", "Mattermost")
     store.prune_log(30)
     assert [row["actor"] for row in store.admin_actions()] == ["new-nina"]
+
+
+def test_the_saved_client_secret_is_not_kept_for_another_server(admin, configured):
+    form = {
+        "server_url": "https://elsewhere.example.com",
+        "client_id": CLIENT_ID,
+        "client_secret": "",  # blank would keep the saved secret for the saved server only
+        "team": "",
+    }
+    refused = admin.post("/settings/sign-in", data=form)
+    assert refused.status_code == 400
+    assert "type it again for the new server URL" in refused.get_data(as_text=True)
+    assert configured.oauth_settings()["server_url"] == SERVER  # nothing saved
+    typed = admin.post("/settings/sign-in", data={**form, "client_secret": "n" * 26})
+    assert typed.status_code == 302
+    assert configured.oauth_settings()["client_secret"] == "n" * 26

@@ -48,6 +48,9 @@ def test_gunicorn_conf_keeps_threads_free_while_six_sends_wait():
     assert conf["bind"] == "127.0.0.1:8000"
     assert conf["control_socket_disable"] is True
     assert conf["accesslog"] == "-"
+    # No query strings in the access log: a source's ?token= secret would be in it.
+    assert "%(U)s" in conf["access_log_format"]
+    assert "%(r)s" not in conf["access_log_format"] and "%(q)s" not in conf["access_log_format"]
 
 
 def test_gunicorn_conf_timeouts_fit_mattermost_and_the_longest_send():

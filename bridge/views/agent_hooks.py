@@ -26,7 +26,13 @@ ENV = "<any(test, production):env>"
 
 @bp.post(f"/hooks/mattermost/{ENV}/action")
 def action(env: str):
-    buttons = buttons_from_config(current_app.config, request.host_url)
+    buttons = buttons_from_config(current_app.config)
+    if buttons is None:
+        # Buttons are only posted with BRIDGE_PUBLIC_URL set; a click on an old one
+        # after it was removed cannot be answered with working buttons.
+        return jsonify(
+            {"ephemeral_text": "The bridge's buttons need BRIDGE_PUBLIC_URL to be set again."}
+        )
     result = ClickHandler(get_store(), buttons).handle(env, request.get_data())
     response = jsonify(result.body)
     if result.closed_message_id is not None:
@@ -46,7 +52,7 @@ def command(env: str):
     response = jsonify(result.body)
     response.status_code = result.status
     if result.conversation_id:
-        buttons = buttons_from_config(current_app.config, request.host_url)
+        buttons = buttons_from_config(current_app.config)
         _follow_up(response, result, buttons=buttons)
     return response
 

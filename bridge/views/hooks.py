@@ -46,7 +46,7 @@ def receive(env: str):
                 outcome.inbox_id,
                 outcome.claim,
                 session=current_app.config.get("MATTERMOST_SESSION"),
-                buttons=buttons_from_config(current_app.config, request.host_url),
+                buttons=buttons_from_config(current_app.config),
             )
         )
     return response

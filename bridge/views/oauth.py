@@ -150,9 +150,18 @@ def settings_page():
             key: request.form.get(key, "").strip()
             for key in ("server_url", "client_id", "client_secret", "team")
         }
-        form["client_secret"] = form["client_secret"] or saved["client_secret"]  # blank: keep
+        # Blank keeps the saved secret, but only for the saved server: it is never
+        # sent to a server it was not typed for (as the bot token, DESIGN 10).
+        moved = bool(saved["client_secret"]) and form["server_url"] != saved["server_url"]
+        if not form["client_secret"] and not moved:
+            form["client_secret"] = saved["client_secret"]
         form["password_disabled"] = request.form.get("password_disabled") == "1"
         problems = oauth.settings_problems(form)
+        if moved and not request.form.get("client_secret", "").strip():
+            problems.append(
+                "Client secret: type it again for the new server URL; the saved one "
+                "is only sent to the server it was saved for."
+            )
         if not problems and form["password_disabled"]:
             proven = oauth.sign_in_proven(oauth.OAuthSettings(**form), store.last_oauth_sign_in())
             if not proven:
