@@ -56,6 +56,10 @@ def _char_class(chars: str) -> str:
 # compile an 80,000-fold repetition for every check. Not "allOf" either:
 # schemathesis then stops testing the length boundaries.
 NUL_PATTERN = "\\u0000"
+# An attachment's URL as bridge/attachments.py reads it: http(s) in any letter
+# case, no whitespace (Python's, spelled out: ECMA's \s is another set), or empty.
+_NOT_SPACE = f"[^{_char_class(WHITESPACE)}"
+URL_PATTERN = f"^([hH][tT][tT][pP][sS]?://{_NOT_SPACE}/?#]+{_NOT_SPACE}]*)?$"
 BLANK_PATTERN = f"^[{_char_class(WHITESPACE)}]*$"
 
 _TEXT_RULES = (
@@ -89,8 +93,17 @@ def _ref(name: str) -> dict:
 
 
 def _each_nullable(properties: dict) -> dict:
-    """The same properties, each of which may also be null."""
-    return {name: {**schema, "nullable": True} for name, schema in properties.items()}
+    """The same properties, each of which may also be null (and, as text, hold no NUL)."""
+    return {
+        name: _no_nul(nullable) if schema.get("type") == "string" else nullable
+        for name, schema in properties.items()
+        for nullable in [{**schema, "nullable": True}]
+    }
+
+
+def _no_nul(schema: dict) -> dict:
+    """The schema, refusing a string with a NUL in it (bridge/attachments.py does)."""
+    return {**schema, "not": {"type": "string", "pattern": NUL_PATTERN}}
 
 
 def _object(properties: dict, required: tuple[str, ...] = ()) -> dict:
@@ -231,7 +244,7 @@ SPEC = {
                             name: {
                                 "type": "string",
                                 "maxLength": 2048,
-                                "pattern": "^([hH][tT][tT][pP][sS]?://[^\\s/?#]+[^\\s]*)?$",
+                                "pattern": URL_PATTERN,
                             }
                             for name in (
                                 "author_link",
@@ -250,10 +263,10 @@ SPEC = {
                                 "type": "object",
                                 "additionalProperties": False,
                                 "properties": {
-                                    "title": {"type": "string", "maxLength": 1000},
+                                    "title": _no_nul({"type": "string", "maxLength": 1000}),
                                     "value": {
                                         "oneOf": [
-                                            {"type": "string", "maxLength": 8000},
+                                            _no_nul({"type": "string", "maxLength": 8000}),
                                             {"type": "integer"},
                                         ]
                                     },
