@@ -106,8 +106,17 @@ def _bot_verified(store: Store, settings: dict, context: dict) -> Evidence:
             filters,
         )
     failure = store.last_log(settings["name"], "outbound", outcome="error", action="verify")
-    if failure:
+    if failure and settings["server_url"] and has_credentials(settings):
         return Evidence(FAILING, failure["error"], failure["ts"], {**filters, "outcome": "error"})
+    if failure:
+        # Nothing saved yet: a failed try of typed settings is not the integration failing.
+        return Evidence(
+            NOT_YET,
+            f"verify the token on the authentication screen (last try, not saved: "
+            f"{failure['error']})",
+            failure["ts"],
+            {**filters, "outcome": "error"},
+        )
     return Evidence(NOT_YET, "verify the token on the authentication screen")
 
 

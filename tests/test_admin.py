@@ -418,3 +418,27 @@ def test_only_the_right_password_logs_in(tmp_path, configured):
     assert login.status_code == 302
     assert client.get("/").status_code == 200
     close_shared_connection(app.config["DATABASE"])
+
+
+def test_a_failed_verify_of_unsaved_settings_is_not_a_failing_integration(store):
+    from bridge import checklist
+
+    def bot_item():
+        (state,) = [
+            s for s in checklist.checklist(store, "test").items if s.item.key == "bot_token"
+        ]
+        return state.evidence
+
+    store.log(
+        env="test",
+        direction="outbound",
+        action="verify",
+        outcome="error",
+        error="cannot reach chat.example: connection refused",
+    )
+    unsaved = bot_item()
+    assert unsaved.state == checklist.NOT_YET
+    assert "last try, not saved: cannot reach chat.example" in unsaved.detail
+    # Once settings are saved, the same failure is the integration failing.
+    store.update_environment("test", server_url="https://chat.example", bot_token="t" * 26)
+    assert bot_item().state == checklist.FAILING

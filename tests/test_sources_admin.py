@@ -167,6 +167,11 @@ def test_the_preview_renders_the_template_on_a_sample(admin, env):
     assert 'data-preview="ok"' in body
     assert ":white_check_mark: **RESOLVED** HighErrorRate" in body
     assert "Rendered on the sample payload" in body
+    # A preview changes nothing, so it is not in the log of admin actions.
+    from bridge.store import Store
+
+    actions = Store(admin.application.config["DATABASE"]).admin_actions()
+    assert not [row for row in actions if row["action"] == "sources.live_preview"]
 
 
 def test_the_preview_shows_the_error_and_its_line(admin, env):

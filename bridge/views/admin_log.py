@@ -10,7 +10,9 @@ from .auth import admin_name, login_required
 
 bp = Blueprint("admin_log", __name__)
 # Not admin screens (or, for auth, logged by their own views with more to say).
-NOT_LOGGED = {"api", "hooks", "chat", "source_hooks", "oauth_login", "auth"}
+NOT_LOGGED = {"api", "hooks", "agent_hooks", "chat", "source_hooks", "oauth_login", "auth"}
+# POSTs that change nothing (a template's live preview, sent as the admin types).
+READ_ONLY = {"sources.live_preview"}
 
 
 @bp.get("/admin-log")
@@ -26,6 +28,7 @@ def log_admin_posts(response):
         request.method == "POST"
         and g.get("is_admin")
         and request.blueprint not in NOT_LOGGED
+        and request.endpoint not in READ_ONLY
         and response.status_code < 400
     ):
         detail = f"POST {request.path} → {response.status_code}"
