@@ -111,16 +111,24 @@ def buttons_from_config(config: Any) -> Buttons | None:
     return Buttons(config["SECRET_KEY"], base)
 
 
-def root_props(message: dict[str, Any], attachments: list[dict[str, Any]]) -> dict[str, Any]:
-    """A root post's props: the sender's keys for finding it again, and the attachments."""
+def post_props(
+    message: dict[str, Any], part: int, attachments: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A bridge post's props: the sender's keys for finding it again, and the attachments."""
     props: dict[str, Any] = {
         "bridge_message_id": str(message["id"]),
+        # The random key tells this bridge's post from another's same id.
         "bridge_key": message["pending_key"],
-        "bridge_part": "0",
+        "bridge_part": str(part),
     }
     if attachments:
         props["attachments"] = attachments
     return props
+
+
+def root_props(message: dict[str, Any], attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    """A root post's props (its first part)."""
+    return post_props(message, 0, attachments)
 
 
 def root_update(

@@ -23,7 +23,7 @@ import requests
 
 from . import mattermost as mm
 from .attachments import styled
-from .buttons import Buttons, state_note
+from .buttons import Buttons, post_props, state_note
 from .integration import call_log_fields, has_credentials, logged_client
 from .store import Store
 from .text import neutralize, split_text
@@ -409,20 +409,13 @@ class Sender:
         for index, part in enumerate(parts):
             if index < len(posted):
                 continue  # sent by an earlier attempt
-            props: dict[str, Any] = {
-                "bridge_message_id": str(message["id"]),
-                # The random key tells this bridge's post from another's same id.
-                "bridge_key": message["pending_key"],
-                "bridge_part": str(index),
-            }
+            attachments: list[dict[str, Any]] = []
             if message.get("attachments") and index == len(parts) - 1:
                 # Below the text, as Mattermost shows a post's attachments.
-                props["attachments"] = message["attachments"]
+                attachments.extend(message["attachments"])
             if index == 0 and not root_id and message["conversation_id"] and self.buttons:
-                props["attachments"] = [
-                    *props.get("attachments", []),
-                    self._buttons_attachment(message["conversation_id"]),
-                ]
+                attachments.append(self._buttons_attachment(message["conversation_id"]))
+            props = post_props(message, index, attachments)
             post = self._post_with_retry(
                 client,
                 channel_id,

@@ -262,10 +262,10 @@ class Worker:
                 job()
             except sqlite3.OperationalError as exc:
                 # A locked or full database: nothing half-done, the next pass tries again.
-                self._rollback()
+                self.store.rollback()
                 counts.errors.append(f"{name}: database: {exc}")
             except Exception as exc:  # one bad job must not stop the others
-                self._rollback()
+                self.store.rollback()
                 log.exception("worker job %s failed", name)
                 counts.errors.append(f"{name}: {type(exc).__name__}")
         return counts
@@ -305,10 +305,6 @@ class Worker:
             return
         counts.pruned = self.store.prune_log(self.settings.log_retention_days)
         self.store.set_meta(PRUNED_AT_KEY, repr(now))
-
-    def _rollback(self) -> None:
-        if self.store.db.conn.in_transaction:
-            self.store.db.conn.rollback()
 
 
 def install_signal_handlers(worker: Worker) -> None:

@@ -114,10 +114,14 @@ class StoreBase:
     def close(self) -> None:
         """Done with the store: a pooled connection stays open, never mid-transaction."""
         if self.shared:
-            if self.db.conn.in_transaction:
-                self.db.conn.rollback()
+            self.rollback()
         else:
             self.db.conn.close()
+
+    def rollback(self) -> None:
+        """Drop a transaction a failed step left open (nothing when there is none)."""
+        if self.db.conn.in_transaction:
+            self.db.conn.rollback()
 
     # -- transactions and schema ---------------------------------------------
 

@@ -174,9 +174,15 @@ def create_conversation():
 def add_message(conversation_id: str):
     body = _body()
     text = _text(body, "text", limit=MAX_TEXT)
+    message = _add_visitor_message(conversation_id, text)
+    return jsonify({"id": message["id"], "post_id": message["post_id"], **_delivery(message)}), 201
+
+
+def _add_visitor_message(conversation_id: str, text: str, files=()) -> dict:
+    """The visitor's next message, sent; a missing or closed conversation as its API error."""
     try:
-        message = get_sender().add_visitor_message(
-            g.env, conversation_id, text, settings=g.settings
+        return get_sender().add_visitor_message(
+            g.env, conversation_id, text, settings=g.settings, files=files
         )
     except NotFound:
         raise _no_such_conversation(conversation_id) from None
@@ -184,7 +190,6 @@ def add_message(conversation_id: str):
         raise ApiError(
             409, "conversation_closed", "the conversation was closed by an agent"
         ) from None
-    return jsonify({"id": message["id"], "post_id": message["post_id"], **_delivery(message)}), 201
 
 
 @bp.get("/conversations/<conversation_id>")
@@ -240,16 +245,7 @@ def add_file(conversation_id: str):
             (413, "file_too_large") if len(content) > MAX_FILE_BYTES else (400, "invalid_file")
         )
         raise ApiError(status, code, str(exc)) from None
-    try:
-        message = get_sender().add_visitor_message(
-            g.env, conversation_id, text, settings=g.settings, files=[(name, mime_type, content)]
-        )
-    except NotFound:
-        raise _no_such_conversation(conversation_id) from None
-    except ConversationClosed:
-        raise ApiError(
-            409, "conversation_closed", "the conversation was closed by an agent"
-        ) from None
+    message = _add_visitor_message(conversation_id, text, files=[(name, mime_type, content)])
     files = get_store().files_of_messages([message["id"]]).get(message["id"], [])
     payload = {
         "id": message["id"],
