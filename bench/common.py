@@ -241,11 +241,19 @@ def interleaved_rounds(
     warmup: int,
     deadline: Deadline,
 ) -> dict[str, float]:
-    """Warm every side up, then time them in rounds that alternate which goes first.
+    """Warm every side up, then time them request by request, in turn.
+
+    Each side's request follows the other's, in rounds that alternate which
+    goes first: both meet the same moment of a shared machine, so a burst
+    of load elsewhere (a neighbour VM, a CI job) slows both alike instead of
+    whichever side's block it fell on. Blocks of one side at a time moved a
+    click's ratio by 0.1 between runs; by turns, two copies of the same
+    bridge measure within 0.5 % of each other.
 
     :param call: ``call(side, record)`` makes one request (and keeps its time if ``record``).
     :param masters: side -> the PID of its gunicorn master, in the order of the first round.
-    :returns: the CPU seconds each side's workers spent in the measured rounds.
+    :returns: the CPU seconds each side's workers spent in the measured rounds
+        (each side's meter counts only its own workers).
     """
     for _ in range(warmup):
         for side in masters:
@@ -253,12 +261,13 @@ def interleaved_rounds(
     cpu = dict.fromkeys(masters, 0.0)
     for round_no in range(rounds):
         order = list(masters) if round_no % 2 == 0 else list(reversed(masters))
-        for side in order:
-            meter = CpuMeter(masters[side])
-            for _ in range(per_round):
-                if deadline.passed:
-                    break
+        meters = {side: CpuMeter(masters[side]) for side in order}
+        for _ in range(per_round):
+            if deadline.passed:
+                break
+            for side in order:
                 call(side, True)
+        for side, meter in meters.items():
             cpu[side] += meter.used()
     return cpu
 

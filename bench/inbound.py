@@ -216,7 +216,9 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
         base_url = f"{baseline.url}/hooks/mattermost/test"
 
         # Warm-up: both sides, the bridge's first lookups (user cache) included.
-        routed = partial(bridge.wait_routed, timeout=60)
+        # Polled every 2 ms: the clock stops when the last reply is routed, not
+        # up to a test's 50 ms poll later (a round of 100 calls takes ~0.4 s).
+        routed = partial(bridge.wait_routed, timeout=60, interval=0.002)
         deliver(base_url, payloads[:warmup], deadline)
         warm = deliver(hook_url, payloads[:warmup], deadline, settled=routed)
         sides = {"bridge": [], "baseline": []}

@@ -217,7 +217,7 @@ class LiveBridge:
             )
         return result
 
-    def wait_routed(self, timeout: float = 10.0) -> None:
+    def wait_routed(self, timeout: float = 10.0, interval: float = 0.05) -> None:
         """Wait until every webhook call kept so far has had its first routing.
 
         The webhook answers Mattermost first and routes right after; a test
@@ -236,7 +236,7 @@ class LiveBridge:
                 conn.close()
             return unrouted == 0
 
-        wait_until(routed, timeout, what="every kept webhook call routed")
+        wait_until(routed, timeout, interval, what="every kept webhook call routed")
 
     def api_key(self, env: str = "test") -> str:
         return self.cli("api-key", env).stdout.strip().splitlines()[-1]
