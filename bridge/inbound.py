@@ -126,6 +126,7 @@ class Outcome:
     logged: bool = False
     inbox_id: int | None = None  # kept in the inbox, to be routed
     claim: str = ""  # ... by the holder of this claim
+    routing: _Routing | None = None  # ... with the row, settings and payload just read
 
 
 @dataclass
@@ -246,18 +247,27 @@ class InboundRouter:
         if ignored is not None:
             self._log(env, payload, ignored)
             return ignored
-        with self.store.immediate():
-            kept = None
-            if not self.store.inbound_post_seen(env, payload.post_id):
-                # Kept already claimed by this process, which routes it right after
-                # its answer; if it dies first, the claim runs out and a retry takes it.
-                kept = self.store.add_to_inbox(env, payload.post_id, _kept_fields(payload))
-            if kept is None:  # stored already, or kept by an earlier delivery
-                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
-                self._log(env, payload, outcome)
-                return outcome
+        # Kept already claimed by this process, which routes it right after its
+        # answer; if it dies first, the claim runs out and a retry takes it.
+        kept = self.store.add_to_inbox(env, payload.post_id, _kept_fields(payload))
+        if kept is None:  # stored already, or kept by an earlier delivery
+            outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+            self._log(env, payload, outcome)
+            return outcome
+        # What routing right after the answer needs, so it reads none of it again.
+        routing = _Routing(
+            row={**kept, "env": env, "attempts": 1},
+            settings=settings,
+            payload=dataclasses.replace(payload, token=""),
+            action="webhook",
+        )
         return Outcome(
-            200, "accepted", "kept in the inbox", inbox_id=kept["id"], claim=kept["claim"]
+            200,
+            "accepted",
+            "kept in the inbox",
+            inbox_id=kept["id"],
+            claim=kept["claim"],
+            routing=routing,
         )
 
     def reject(self, env: str, http_status: int, reason: str) -> Outcome:
@@ -328,13 +338,28 @@ class InboundRouter:
         )
         if self.store.inbound_post_seen(routing.env, routing.payload.post_id):
             outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
-        else:
-            outcome = self._route_post(routing)
+            self._settle(routing, outcome)
+            return outcome
+        return self.route_kept(routing)
+
+    def route_kept(self, routing: _Routing) -> Outcome:
+        """Route a claimed row whose settings and payload are in hand.
+
+        Right after the answer (``Outcome.routing`` of :meth:`accept`) nothing
+        is read again: the claim was taken, the settings read and the reply
+        found not stored a moment ago, in this request. A claim lost since
+        then (a stall past the lease) costs a duplicate lookup at worst: the
+        reply is stored once (a unique index), and the row's update checks
+        the claim.
+        """
+        self._started = time.perf_counter()
+        outcome = self._route_post(routing)
         if not outcome.logged:
             self._settle(routing, outcome)
         message = outcome.message or {}
         if message.get("delivery_status") == "pending":
-            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS if claim else 1)
+            inline = routing.action == "webhook"  # a reply callback is tried twice then
+            self.callbacks.deliver(message["id"], attempts=INLINE_ATTEMPTS if inline else 1)
         return outcome
 
     def retry_queued(self, env: str | None = None) -> dict[str, int]:
@@ -508,8 +533,7 @@ class InboundRouter:
 
 def route_after_answer(
     database: str,
-    inbox_id: int,
-    claim: str,
+    routing: _Routing,
     *,
     session: requests.Session | None = None,
     buttons: Buttons | None = None,
@@ -522,9 +546,9 @@ def route_after_answer(
     """
     store = Store(database, shared=True)
     try:
-        InboundRouter(store, session=session, buttons=buttons).route(inbox_id, claim=claim)
+        InboundRouter(store, session=session, buttons=buttons).route_kept(routing)
     except Exception:
-        log.exception("routing inbox row %s failed; the worker tries again", inbox_id)
+        log.exception("routing inbox row %s failed; the worker tries again", routing.row["id"])
     finally:
         store.close()
 

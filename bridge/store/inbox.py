@@ -36,16 +36,30 @@ class InboxMixin:
         """Keep one call, claimed by the caller, who routes it next.
 
         A caller that dies before routing it leaves a claim that runs out
-        after ``lease`` seconds; then a retry takes the row.
+        after ``lease`` seconds; then a retry takes the row. One statement,
+        so one short transaction of its own: the check that the reply is not
+        stored yet and the insert cannot be split by another writer.
 
         :returns: the row's ``id`` and ``claim``, or None when this post is
-            in the inbox already (a repeated delivery is kept once).
+            in the inbox already (a repeated delivery is kept once) or its
+            reply is stored.
         """
         now = time.time()
         return self._one(
             "INSERT OR IGNORE INTO inbox (env, post_id, payload, state, attempts, claim,"
-            " received_at, next_at) VALUES (?, ?, ?, 'routing', 1, ?, ?, ?) RETURNING id, claim",
-            [env, post_id, json.dumps(payload, separators=(",", ":")), new_id(), now, now + lease],
+            " received_at, next_at) SELECT ?, ?, ?, 'routing', 1, ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM messages WHERE env = ? AND post_id = ?"
+            " AND direction IN ('agent', 'note', 'event')) RETURNING id, claim",
+            [
+                env,
+                post_id,
+                json.dumps(payload, separators=(",", ":")),
+                new_id(),
+                now,
+                now + lease,
+                env,
+                post_id,
+            ],
         )
 
     def claim_inbox(

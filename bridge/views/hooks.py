@@ -38,13 +38,12 @@ def receive(env: str):
         raise ApiError(403, "token_mismatch", "the webhook token does not match")
     # An empty body: Mattermost posts nothing in the channel.
     response = current_app.response_class("", 200)
-    if outcome.inbox_id is not None:
+    if outcome.routing is not None:
         response.call_on_close(
             partial(
                 route_after_answer,
                 current_app.config["DATABASE"],
-                outcome.inbox_id,
-                outcome.claim,
+                outcome.routing,
                 session=current_app.config.get("MATTERMOST_SESSION"),
                 buttons=buttons_from_config(current_app.config),
             )
