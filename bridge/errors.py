@@ -128,5 +128,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def vary_on_htmx(response):
-        response.vary.add("HX-Request")
+        if "Vary" in response.headers:
+            response.vary.add("HX-Request")
+        else:  # the usual case, without parsing a header set
+            response.headers["Vary"] = "HX-Request"
         return response

@@ -38,21 +38,35 @@ def parse_chat_origins(value: str) -> str:
     return " ".join(dict.fromkeys(origins)) or "*"
 
 
+ADMIN_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", f"{BASE_POLICY}; frame-ancestors 'none'"),
+)
+
+
 def add_security_headers(response):
-    """CSP on every response; admin pages (everything but the chat) cannot be framed."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+    """CSP on every response; admin pages (everything but the chat) cannot be framed.
+
+    A header the view set itself is kept. One pass over the response's
+    headers: this runs on every webhook call too.
+    """
     if request.blueprint == "chat":
-        ancestors = current_app.config["CHAT_FRAME_ANCESTORS"]
+        wanted = (
+            ADMIN_HEADERS[:2]
+            + (("Content-Security-Policy", current_app.config["CHAT_CONTENT_SECURITY_POLICY"]),)
+        )
     else:
-        ancestors = "'none'"
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault(
-        "Content-Security-Policy", f"{BASE_POLICY}; frame-ancestors {ancestors}"
-    )
+        wanted = ADMIN_HEADERS
+    present = {key.lower() for key, _ in response.headers}
+    response.headers.extend((key, value) for key, value in wanted if key.lower() not in present)
     return response
 
 
 def init_app(app: Flask) -> None:
     app.config["CHAT_FRAME_ANCESTORS"] = parse_chat_origins(app.config["CHAT_ORIGINS"])
+    app.config["CHAT_CONTENT_SECURITY_POLICY"] = (
+        f"{BASE_POLICY}; frame-ancestors {app.config['CHAT_FRAME_ANCESTORS']}"
+    )
     app.after_request(add_security_headers)

@@ -15,13 +15,27 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask, has_request_context, request
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 
 DEFAULT_IDLE_HOURS = 12.0
 
 
 class ProxyAwareSessionInterface(SecureCookieSessionInterface):
     """Signed-cookie sessions whose cookie follows the request's scheme and prefix."""
+
+    def open_session(self, app: Flask, request) -> SecureCookieSession | None:
+        # Mattermost's calls and the host API carry no cookie: an empty session
+        # without building the signing serializer first (Flask builds it on
+        # every request, a tenth of a webhook's framework time).
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response) -> None:
+        # An untouched empty session writes nothing: skip working out the cookie.
+        if not session and not session.modified and not session.accessed:
+            return
+        super().save_session(app, session, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         if has_request_context() and request.is_secure:
