@@ -138,6 +138,7 @@ def finish_after_answer(
     database: str,
     conversation_id: str,
     *,
+    log_row: dict[str, Any] | None = None,
     closed_message_id: int | None = None,
     session: requests.Session | None = None,
     buttons: Buttons | None = None,
@@ -145,13 +146,19 @@ def finish_after_answer(
 ) -> None:
     """What follows a button's or a command's answer, off Mattermost's wait.
 
-    A close gets its confirmation in the thread and its callback; with
-    ``buttons`` the root post is rewritten too (a command's answer cannot
-    update a post; a button's answer does it itself). A failure here loses
-    nothing: the worker delivers a pending callback later.
+    The call's log row first (:meth:`Store.log_agent_call`): a write
+    Mattermost need not wait for. Then, for ``conversation_id``: a close gets
+    its confirmation in the thread and its callback; with ``buttons`` the
+    root post is rewritten too (a command's answer cannot update a post; a
+    button's answer does it itself). A failure here loses nothing the
+    visitor sees: the worker delivers a pending callback later.
     """
     store = Store(database, shared=True)
     try:
+        if log_row is not None:
+            store.log_agent_call(**log_row)
+        if not conversation_id:
+            return
         conversation = store.conversation(conversation_id)
         client = logged_client(store, store.environment(conversation["env"]), session=session)
         if closed_message_id is not None:

@@ -11,6 +11,7 @@ server strips them, model/post.go StripActionIntegrations).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -28,10 +29,16 @@ STYLES = {CLAIM: "primary", CLOSE: "danger", REOPEN: "default"}
 ATTACHMENT_MARK = "bridge-buttons"
 
 
+@functools.lru_cache(maxsize=4)
+def _signing_key(secret: str) -> bytes:
+    """The buttons' own key, derived from the app's secret (once per process)."""
+    return hashlib.sha256(b"mattermost-bridge action buttons\x00" + secret.encode()).digest()
+
+
 def signature(secret: str, conversation_id: str, action: str) -> str:
     """HMAC-SHA256 of the conversation id and the action, keyed for this use only."""
-    key = hashlib.sha256(b"mattermost-bridge action buttons\x00" + secret.encode()).digest()
-    return hmac.new(key, f"{conversation_id}\x00{action}".encode(), hashlib.sha256).hexdigest()
+    message = f"{conversation_id}\x00{action}".encode()
+    return hmac.digest(_signing_key(secret), message, "sha256").hex()
 
 
 def signature_matches(secret: str, conversation_id: str, action: str, given: str) -> bool:

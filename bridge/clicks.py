@@ -32,6 +32,8 @@ class ClickResult:
     conversation_id: str = ""
     closed_message_id: int | None = None
     actor: str = ""
+    # The valid call's log row (Store.log_agent_call), written once the answer is sent.
+    log: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,7 +105,7 @@ class ClickHandler:
             return self._refuse(env, "the conversation is not in this environment")
         if click.post_id != conversation["root_post_id"]:
             return self._refuse(env, "the post is not that conversation's root post")
-        settings = self.store.environment(env)
+        settings = self.store.environment_flags(env)
         if not settings["active"]:
             return self._refuse(env, "the bridge is inactive in this environment")
         return self._perform(settings, click, conversation)
@@ -117,7 +119,7 @@ class ClickHandler:
         if stale:
             # Another agent got there first: show the post as it is now, change nothing.
             note = f"Nothing done: the conversation is already {conversation['status']}."
-            self._log(env, click, conversation, "ignored", note)
+            result.log = self._log_row(env, click, conversation, "ignored", note)
             result.body = {
                 "update": root_post_update(
                     self.store, conversation, self.buttons, settings=settings
@@ -137,7 +139,7 @@ class ClickHandler:
             else:
                 self.store.reopen_conversation(conversation["id"])
                 text = "Reopened: the visitor can write again."
-            self._log(env, click, conversation, "ok", f"{click.action} by {actor}")
+        result.log = self._log_row(env, click, conversation, "ok", f"{click.action} by {actor}")
         now = {CLAIM: {"assignee": actor}, CLOSE: {"status": "closed"}, REOPEN: {"status": "open"}}
         conversation = {**conversation, **now[click.action]}  # as just written
         update = root_post_update(
@@ -148,16 +150,19 @@ class ClickHandler:
             result.body["ephemeral_text"] = text
         return result
 
-    def _log(self, env, click: Click, conversation, outcome: str, detail: str) -> None:
-        self.store.log_agent_call(
-            env=env,
-            action="button",
-            outcome=outcome,
-            detail=detail,
-            target=click.user_id,
-            conversation_id=conversation["id"],
-            post_id=click.post_id,
-        )
+    @staticmethod
+    def _log_row(env, click: Click, conversation, outcome: str, detail: str) -> dict[str, Any]:
+        """The log row of a valid click. It is not part of the change's transaction:
+        Mattermost waits for the answer, the log does not (agent_hooks.py)."""
+        return {
+            "env": env,
+            "action": "button",
+            "outcome": outcome,
+            "detail": detail,
+            "target": click.user_id,
+            "conversation_id": conversation["id"],
+            "post_id": click.post_id,
+        }
 
     def _refuse(self, env: str, reason: str) -> ClickResult:
         """A counted log row (a fixed sentence) and the reason for the clicking agent."""

@@ -44,6 +44,8 @@ class CommandResult:
     conversation_id: str = ""
     closed_message_id: int | None = None
     actor: str = ""
+    # A valid call's log row (Store.log_agent_call), written once the answer is sent.
+    log: dict[str, Any] | None = None
 
 
 def ephemeral(text: str) -> dict[str, Any]:
@@ -102,14 +104,14 @@ class CommandHandler:
         else:
             unknown = _with_help(f"Unknown subcommand `{neutralize(sub[:40])}`.")
             result = CommandResult(200, ephemeral(HELP if sub == "help" else unknown))
-        self.store.log_agent_call(
-            env=env,
-            action="command",
-            outcome="ok",
-            detail=f"/bridge {sub[:40]}",
-            target=user_id,
-            conversation_id=result.conversation_id,
-        )
+        result.log = {
+            "env": env,
+            "action": "command",
+            "outcome": "ok",
+            "detail": f"/bridge {sub[:40]}",
+            "target": user_id,
+            "conversation_id": result.conversation_id,
+        }
         return result
 
     def _reject(self, env: str, reason: str) -> CommandResult:

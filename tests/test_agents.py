@@ -210,7 +210,8 @@ def test_refused_commands_and_clicks_leave_the_webhook_item_alone(store, convers
     assert states["webhook"].state == "ok"
     assert states["slash_command"].state == "failing"
     assert states["buttons"].state == "failing"
-    command(store, "status")
+    result = command(store, "status")
+    store.log_agent_call(**result.log)  # what the route does once its answer is sent
     states = {state.item.key: state.evidence for state in checklist(store, "test").items}
     assert states["slash_command"].state == "ok"
 
@@ -256,3 +257,33 @@ def test_buttons_point_only_at_the_public_url_never_at_a_requests_host(app, clie
     assert answer.status_code == 200
     assert "BRIDGE_PUBLIC_URL" in answer.json["ephemeral_text"]
     assert store.conversation(conversation["id"])["assignee"] == ""
+
+
+def test_a_valid_call_is_logged_once_its_answer_is_sent(app, client, store, conversation):
+    """The change is in the answer's transaction; its log row follows the answer."""
+    app.config["PUBLIC_URL"] = "https://bridge.example"
+    sig = signature(app.config["SECRET_KEY"], conversation["id"], "claim")
+
+    def logged():
+        rows = store.db.query(
+            "SELECT action, outcome, error FROM log WHERE action IN ('button', 'command')"
+        )
+        return [tuple(row.values()) for row in rows]
+
+    answer = client.post(
+        "/hooks/mattermost/test/action",
+        data=click_body(conversation["id"], "claim", sig=sig),
+        content_type="application/json",
+    )
+    assert answer.status_code == 200 and "update" in answer.json
+    assert store.conversation(conversation["id"])["assignee"] == "@alice"
+    assert logged() == []  # Mattermost does not wait for the log
+    answer.close()
+    assert logged() == [("button", "ok", "claim by @alice")]
+    reply = client.post(
+        "/hooks/mattermost/test/command",
+        data={"token": TOKEN, "user_id": AGENT, "user_name": "alice", "text": "list"},
+    )
+    assert reply.status_code == 200 and "@alice" in reply.json["text"]
+    reply.close()
+    assert logged()[-1] == ("command", "ok", "/bridge list")

@@ -106,12 +106,12 @@ class MessagesMixin:
 
     def first_message(self, conversation_id: str) -> dict[str, Any]:
         row = self._one(
-            "SELECT id FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 1",
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id LIMIT 1",
             [conversation_id],
         )
         if row is None:
             raise NotFound(f"conversation {conversation_id!r} has no message")
-        return self.message(row["id"])
+        return decode_message(row)
 
     def claim_message(
         self,

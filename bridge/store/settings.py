@@ -49,6 +49,17 @@ class SettingsMixin:
             raise NotFound(f"unknown environment {name!r}: use 'test' or 'production'")
         return _decode_environment(row)
 
+    def environment_flags(self, name: str) -> dict[str, Any]:
+        """What a button click needs of an environment (name, active, max_post_size):
+        one narrow read while Mattermost waits, not every setting decoded."""
+        row = self._one(
+            "SELECT name, active, max_post_size FROM environments WHERE name = ?", [name]
+        )
+        if row is None:
+            raise NotFound(f"unknown environment {name!r}: use 'test' or 'production'")
+        row["active"] = bool(row["active"])
+        return row
+
     def environments(self) -> list[dict[str, Any]]:
         return [self.environment(name) for name in ENVIRONMENTS]
 

@@ -2,9 +2,10 @@
 
 Exempt from CSRF by name: Mattermost authenticates the command with its
 token and the buttons with the HMAC in their context (buttons.py). The
-answer goes out first; a close's confirmation, its callback and a command's
-root post rewrite follow once it is sent (``call_on_close``), so Mattermost
-waits for one short SQLite transaction only.
+answer goes out first; the call's log row, a close's confirmation, its
+callback and a command's root post rewrite follow once it is sent
+(``call_on_close``), so Mattermost waits for the change's own short SQLite
+transaction only (a claim: one row; a list: none).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def action(env: str):
         )
     result = ClickHandler(get_store(), buttons).handle(env, request.get_data())
     response = jsonify(result.body)
-    if result.closed_message_id is not None:
-        # The button's answer rewrites the root post itself: no rewrite after it.
-        _follow_up(response, result, buttons=None)
+    # The button's answer rewrites the root post itself: no rewrite after it.
+    _follow_up(response, result, buttons=None, work=result.closed_message_id is not None)
     return response
 
 
@@ -51,18 +51,21 @@ def command(env: str):
     )
     response = jsonify(result.body)
     response.status_code = result.status
-    if result.conversation_id:
-        buttons = buttons_from_config(current_app.config)
-        _follow_up(response, result, buttons=buttons)
+    work = bool(result.conversation_id)
+    _follow_up(response, result, buttons=buttons_from_config(current_app.config), work=work)
     return response
 
 
-def _follow_up(response, result: ClickResult | CommandResult, *, buttons) -> None:
+def _follow_up(response, result: ClickResult | CommandResult, *, buttons, work: bool) -> None:
+    """After the answer: the call's log row, and with ``work`` the conversation's follow-up."""
+    if result.log is None and not work:
+        return  # a refusal: counted before the answer
     response.call_on_close(
         partial(
             finish_after_answer,
             current_app.config["DATABASE"],
-            result.conversation_id,
+            result.conversation_id if work else "",
+            log_row=result.log,
             closed_message_id=result.closed_message_id,
             session=current_app.config.get("MATTERMOST_SESSION"),
             buttons=buttons,
