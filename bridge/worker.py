@@ -8,7 +8,9 @@ One loop, a pass every ``interval`` seconds:
 - sends ``failed`` messages again when their next attempt is due (growing
   delays, see :data:`bridge.sender.RETRY_SCHEDULE_SECONDS`), and takes back
   messages a dead web worker left in ``sending``;
-- prunes the integration log past its retention, at most once an hour.
+- prunes the integration log past its retention, at most once an hour;
+- copies the WAL into the database file (a passive checkpoint), so no web
+  request does it while its caller waits.
 
 Each pass writes a heartbeat to the ``meta`` table; the dashboard warns when
 it is old. Every message is claimed in the store with one atomic UPDATE
@@ -254,6 +256,8 @@ class Worker:
             ("callbacks", lambda: self._callbacks(counts)),
             ("messages", lambda: self._messages(counts)),
             ("prune", lambda: self._prune(counts)),
+            # Last: the pass's own writes go into the database file too.
+            ("checkpoint", self.store.checkpoint),
         )
         for name, job in jobs:
             if self.stopping.is_set():

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from bridge import sender as sender_module
 from bridge.callbacks import CallbackSender
 from bridge.sender import Sender
+from bridge.store.base import AUTOCHECKPOINT_PAGES
 from bridge.worker import (
     Worker,
     WorkerSettings,
@@ -305,6 +307,19 @@ def test_each_pass_writes_a_heartbeat_the_dashboard_reads(store):
     assert status["running"] is True and status["age"] < 60
     later = worker_status(store, now=status["seen_at"] + 61)
     assert later["running"] is False and later["seen_at"] == status["seen_at"]
+
+
+def test_each_pass_copies_the_wal_into_the_database_file(store):
+    """Requests leave checkpoints to the worker; AUTOCHECKPOINT_PAGES is only a fallback."""
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == AUTOCHECKPOINT_PAGES
+    database = Path(store.path)
+    worker(store).run_once()
+    before = database.stat().st_size
+    for _ in range(300):  # ~2,000 WAL pages: SQLite's default would have copied them by now
+        store.log(env="test", direction="inbound", action="webhook", outcome="ok", error="x" * 900)
+    assert database.stat().st_size == before  # still in the WAL only
+    worker(store).run_once()
+    assert database.stat().st_size > before + 300 * 900
 
 
 def test_dashboard_warns_when_the_worker_has_never_run(admin):
