@@ -366,7 +366,8 @@ def baseline_server(workdir: Path, workers: int, standin_info: dict[str, Any]) -
 
 
 class BenchBridge(LiveBridge):
-    """The tests' LiveBridge (own instance, CLI, login), started with :func:`gunicorn_command`."""
+    """The tests' LiveBridge (own instance, CLI, login), started with :func:`gunicorn_command`,
+    with its ``flask --app app worker`` beside it, as ``make run`` starts them."""
 
     def __init__(
         self,
@@ -392,7 +393,17 @@ class BenchBridge(LiveBridge):
             stderr=subprocess.STDOUT,
         )
         _wait_http(self.url + "/login", self.process, self.log_path)
+        # The worker does the WAL checkpoints (bridge/store/base.py): without it
+        # the web workers would be measured without a cost they carry in use.
+        self.background = self.worker().start()
         return self
+
+    def stop(self) -> None:
+        background = getattr(self, "background", None)
+        if background is not None:
+            background.stop()
+            self.background = None
+        super().stop()
 
     @property
     def pid(self) -> int | None:
