@@ -124,9 +124,13 @@ class Outcome:
     reason: str
     message: dict[str, Any] | None = None
     logged: bool = False
-    inbox_id: int | None = None  # kept in the inbox, to be routed
-    claim: str = ""  # ... by the holder of this claim
-    routing: _Routing | None = None  # ... with the row, settings and payload just read
+    # Kept in the inbox and claimed, to be routed right after the answer, with
+    # the row, settings and payload the call has just read.
+    routing: _Routing | None = None
+
+
+class ClaimLost(Exception):
+    """The row's claim ran out and another router took it: this one writes nothing."""
 
 
 @dataclass
@@ -134,7 +138,7 @@ class _Routing:
     """One kept call being routed: its inbox row, settings, payload, calls made."""
 
     row: dict[str, Any]
-    settings: dict[str, Any]
+    settings: dict[str, Any] = dataclasses.field(repr=False)  # holds the tokens
     payload: WebhookPayload
     action: str  # "webhook" right after the answer, "webhook_retry" later
     calls: list[mm.CallRecord] = dataclasses.field(default_factory=list)
@@ -205,7 +209,8 @@ class InboundRouter:
     """Decides what one webhook call means and stores the agent's reply.
 
     :meth:`accept` is the webhook call itself (no Mattermost call);
-    :meth:`route` routes one kept call, :meth:`retry_queued` every due one.
+    :meth:`route_kept` routes the call it kept, right after the answer;
+    :meth:`route` retries one kept call, :meth:`retry_queued` every due one.
     """
 
     def __init__(
@@ -233,7 +238,7 @@ class InboundRouter:
         is written. What needs no lookup is ignored at once (inactive
         environment, the bot's own post, another channel, a post already
         stored); the rest is kept in the inbox, in one short transaction, for
-        :meth:`route`. A database that cannot be written raises before
+        :meth:`route_kept`. A database that cannot be written raises before
         anything is kept or any Mattermost call is made.
         """
         self._started = time.perf_counter()
@@ -261,14 +266,7 @@ class InboundRouter:
             payload=dataclasses.replace(payload, token=""),
             action="webhook",
         )
-        return Outcome(
-            200,
-            "accepted",
-            "kept in the inbox",
-            inbox_id=kept["id"],
-            claim=kept["claim"],
-            routing=routing,
-        )
+        return Outcome(200, "accepted", "kept in the inbox", routing=routing)
 
     def reject(self, env: str, http_status: int, reason: str) -> Outcome:
         """Count a refused call: one log row per reason and window, not a row each.
@@ -306,20 +304,13 @@ class InboundRouter:
 
     # -- routing kept calls -----------------------------------------------------------
 
-    def route(self, inbox_id: int, *, claim: str | None = None) -> Outcome | None:
-        """Route one kept call, if this router holds or wins its claim.
+    def route(self, inbox_id: int) -> Outcome | None:
+        """Retry one kept call (the worker, ``flask retry``), if this router wins its claim.
 
-        :param claim: the claim :meth:`accept` took when it kept the row (the
-            web process, right after its answer: a reply callback is tried
-            twice). Without it, a retry (the worker, ``flask retry``) that
-            claims the row first.
         :returns: what happened, or None when the row is not due, another
             router holds it, or its environment is inactive now.
         """
-        if claim is None:
-            row = self.store.claim_inbox(inbox_id)
-        else:
-            row = self.store.claimed_inbox(inbox_id, claim)
+        row = self.store.claim_inbox(inbox_id)
         if row is None:
             return None
         self._started = time.perf_counter()
@@ -334,28 +325,43 @@ class InboundRouter:
             row=row,
             settings=settings,
             payload=WebhookPayload(token="", **row["payload"]),
-            action="webhook" if claim else "webhook_retry",
+            action="webhook_retry",
         )
-        if self.store.inbound_post_seen(routing.env, routing.payload.post_id):
-            outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
-            self._settle(routing, outcome)
-            return outcome
-        return self.route_kept(routing)
+        return self._route_claimed(routing, check_stored=True)
 
-    def route_kept(self, routing: _Routing) -> Outcome:
-        """Route a claimed row whose settings and payload are in hand.
+    def route_kept(self, routing: _Routing) -> Outcome | None:
+        """Route the call :meth:`accept` kept (``Outcome.routing``), right after the answer.
 
-        Right after the answer (``Outcome.routing`` of :meth:`accept`) nothing
-        is read again: the claim was taken, the settings read and the reply
-        found not stored a moment ago, in this request. A claim lost since
-        then (a stall past the lease) costs a duplicate lookup at worst: the
-        reply is stored once (a unique index), and the row's update checks
-        the claim.
+        The settings and the check that the reply is not stored yet are the
+        ones the call read a moment ago; only the claim is checked again (a
+        stall past the lease lets a retry take the row). An environment
+        deactivated in between still gets this one reply.
+
+        :returns: what happened, or None when the claim was lost.
+        """
+        if not self.store.holds_inbox_claim(routing.row["id"], routing.row["claim"]):
+            return None
+        return self._route_claimed(routing, check_stored=False)
+
+    def _route_claimed(self, routing: _Routing, *, check_stored: bool) -> Outcome | None:
+        """Look the post up and store the reply; nothing written once the claim is lost
+        (the row's own update checks it, in the same transaction as the reply).
+
+        :param check_stored: look for the reply first (a retry: another
+            delivery of the post may have been stored meanwhile).
         """
         self._started = time.perf_counter()
-        outcome = self._route_post(routing)
-        if not outcome.logged:
-            self._settle(routing, outcome)
+        try:
+            if check_stored and self.store.inbound_post_seen(
+                routing.env, routing.payload.post_id
+            ):
+                outcome = Outcome(200, "ignored", "duplicate delivery: post already stored")
+            else:
+                outcome = self._route_post(routing)
+            if not outcome.logged:
+                self._settle(routing, outcome)
+        except ClaimLost:
+            return None
         message = outcome.message or {}
         if message.get("delivery_status") == "pending":
             inline = routing.action == "webhook"  # a reply callback is tried twice then
@@ -388,9 +394,13 @@ class InboundRouter:
         row = routing.row
         if outcome.outcome == "error":
             delay = QUEUE_BACKOFF[min(row["attempts"] - 1, len(QUEUE_BACKOFF) - 1)]
-            self.store.release_inbox(row["id"], row["claim"], error=outcome.reason, delay=delay)
+            held = self.store.release_inbox(
+                row["id"], row["claim"], error=outcome.reason, delay=delay
+            )
         else:
-            self.store.finish_inbox(row["id"], row["claim"], outcome.outcome)
+            held = self.store.finish_inbox(row["id"], row["claim"], outcome.outcome)
+        if not held:  # another router has the row: it writes the outcome, not this one
+            raise ClaimLost(row["id"])
         for record in routing.calls:
             self.store.log(**call_log_fields(routing.env, message, record))
         self._log(routing.env, routing.payload, outcome, action=routing.action)

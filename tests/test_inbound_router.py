@@ -103,14 +103,15 @@ def webhook_call(router: InboundRouter, env: str, call: WebhookPayload):
     """One webhook call, routed to the end: what the route and the work after its answer do.
 
     The inbox (issue 8) splits ``handle`` into ``accept`` (the call) and
-    ``route`` (after the answer); the decisions tested here are the same.
+    ``route_kept`` (after the answer, on what the call read); the decisions
+    tested here are the same.
     """
     if not hasattr(router, "accept"):
         return router.handle(env, call)
     outcome = router.accept(env, call)
-    if outcome.inbox_id is None:
+    if outcome.routing is None:
         return outcome
-    return router.route(outcome.inbox_id, claim=outcome.claim)
+    return router.route_kept(outcome.routing)
 
 
 def serve_post(mattermost, post_id: str, message: str, *, user_id=AGENT_ID, root_id=ROOT, **props):

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from .base import new_id
+from .replies import STORED_REPLY
 
 # Longer than a live routing can hold a row (two post lookups and a user lookup,
 # each at most 13 s), so a slow router is not overtaken; short enough that a
@@ -48,8 +49,7 @@ class InboxMixin:
         return self._one(
             "INSERT OR IGNORE INTO inbox (env, post_id, payload, state, attempts, claim,"
             " received_at, next_at) SELECT ?, ?, ?, 'routing', 1, ?, ?, ?"
-            " WHERE NOT EXISTS (SELECT 1 FROM messages WHERE env = ? AND post_id = ?"
-            " AND direction IN ('agent', 'note', 'event')) RETURNING id, claim",
+            f" WHERE NOT EXISTS (SELECT 1 FROM messages WHERE {STORED_REPLY}) RETURNING id, claim",
             [
                 env,
                 post_id,
@@ -81,13 +81,13 @@ class InboxMixin:
         )
         return _decoded(row)
 
-    def claimed_inbox(self, inbox_id: int, claim: str) -> dict[str, Any] | None:
-        """The row, while ``claim`` still holds it (None once it ran out and was taken)."""
+    def holds_inbox_claim(self, inbox_id: int, claim: str) -> bool:
+        """Whether ``claim`` still holds the row (False once it ran out and was taken)."""
         row = self._one(
-            "SELECT * FROM inbox WHERE id = ? AND claim = ? AND state = 'routing'",
+            "SELECT 1 AS held FROM inbox WHERE id = ? AND claim = ? AND state = 'routing'",
             [inbox_id, claim],
         )
-        return _decoded(row)
+        return row is not None
 
     def release_inbox(self, inbox_id: int, claim: str, *, error: str, delay: float) -> bool:
         """Give a claimed row back to try again after ``delay`` seconds."""

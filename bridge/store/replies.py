@@ -8,6 +8,11 @@ from typing import Any
 from .base import new_id
 from .messages import decode_message
 
+# A reply (or note, or event) stored for the Mattermost post ``post_id`` of
+# ``env``: params (env, post_id). Its terms match the partial unique index
+# messages_inbound_post, so the check is one index probe.
+STORED_REPLY = "env = ? AND post_id = ? AND direction IN ('agent', 'note', 'event')"
+
 
 class RepliesMixin:
     """Inbound replies (mixed into Store)."""
@@ -15,8 +20,7 @@ class RepliesMixin:
     def inbound_post_seen(self, env: str, post_id: str) -> bool:
         return (
             self._one(
-                "SELECT 1 AS seen FROM messages WHERE env = ? AND post_id = ?"
-                " AND direction IN ('agent', 'note', 'event')",
+                f"SELECT 1 AS seen FROM messages WHERE {STORED_REPLY}",
                 [env, post_id],
             )
             is not None
