@@ -146,19 +146,45 @@ def finish_after_answer(
 ) -> None:
     """What follows a button's or a command's answer, off Mattermost's wait.
 
-    The call's log row first (:meth:`Store.log_agent_call`): a write
-    Mattermost need not wait for. Then, for ``conversation_id``: a close gets
-    its confirmation in the thread and its callback; with ``buttons`` the
-    root post is rewritten too (a command's answer cannot update a post; a
-    button's answer does it itself). A failure here loses nothing the
-    visitor sees: the worker delivers a pending callback later.
+    For ``conversation_id``: a close gets its confirmation in the thread and
+    its callback; with ``buttons`` the root post is rewritten too (a
+    command's answer cannot update a post; a button's answer does it
+    itself). A failure here loses nothing the visitor sees: the worker
+    delivers a pending callback later. Then the call's log row
+    (:meth:`Store.log_agent_call`), a write Mattermost need not wait for; it
+    is lost (a traceback in the server log says so) when the database
+    cannot take it or the process dies first.
     """
     store = Store(database, shared=True)
     try:
+        if conversation_id:
+            _follow_up_conversation(
+                store,
+                conversation_id,
+                closed_message_id=closed_message_id,
+                session=session,
+                buttons=buttons,
+                actor=actor,
+            )
         if log_row is not None:
-            store.log_agent_call(**log_row)
-        if not conversation_id:
-            return
+            try:
+                store.log_agent_call(**log_row)
+            except Exception:
+                log.exception("the log row of a %s call was not written", log_row["action"])
+    finally:
+        store.close()
+
+
+def _follow_up_conversation(
+    store: Store,
+    conversation_id: str,
+    *,
+    closed_message_id: int | None,
+    session: requests.Session | None,
+    buttons: Buttons | None,
+    actor: str,
+) -> None:
+    try:
         conversation = store.conversation(conversation_id)
         client = logged_client(store, store.environment(conversation["env"]), session=session)
         if closed_message_id is not None:
@@ -172,5 +198,4 @@ def finish_after_answer(
             refresh_root(store, client, conversation, buttons, actor=actor)
     except Exception:
         log.exception("after-answer work for conversation %s failed", conversation_id)
-    finally:
-        store.close()
+        store.rollback()

@@ -211,7 +211,8 @@ def test_refused_commands_and_clicks_leave_the_webhook_item_alone(store, convers
     assert states["slash_command"].state == "failing"
     assert states["buttons"].state == "failing"
     result = command(store, "status")
-    store.log_agent_call(**result.log)  # what the route does once its answer is sent
+    # The route writes this row once its answer is sent (see the last test here).
+    store.log_agent_call(**result.log)
     states = {state.item.key: state.evidence for state in checklist(store, "test").items}
     assert states["slash_command"].state == "ok"
 
