@@ -124,7 +124,7 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
         for kind in ("click", "command"):
             cpu[kind] = interleaved_rounds(
                 lambda side, record, kind=kind: call(kind, side, record),
-                {"baseline": baseline.pid, "bridge": bridge.pid},
+                {"baseline": baseline.pid, "bridge": bridge.pids()},
                 rounds=rounds,
                 per_round=per_round,
                 warmup=warmup,

@@ -234,7 +234,7 @@ class CpuMeter:
 
 def interleaved_rounds(
     call: Callable[[str, bool], None],
-    masters: dict[str, int],
+    masters: dict[str, int | tuple[int, list[int]]],
     *,
     rounds: int,
     per_round: int,
@@ -251,17 +251,19 @@ def interleaved_rounds(
     bridge measure within 0.5 % of each other.
 
     :param call: ``call(side, record)`` makes one request (and keeps its time if ``record``).
-    :param masters: side -> the PID of its gunicorn master, in the order of the first round.
+    :param masters: side -> the PID of its gunicorn master, in the order of the first round;
+        or (master PID, other PIDs of that side: the bridge's worker process).
     :returns: the CPU seconds each side's workers spent in the measured rounds
-        (each side's meter counts only its own workers).
+        (each side's meter counts only its own processes).
     """
+    pids = {side: pid if isinstance(pid, tuple) else (pid, []) for side, pid in masters.items()}
     for _ in range(warmup):
         for side in masters:
             call(side, False)
     cpu = dict.fromkeys(masters, 0.0)
     for round_no in range(rounds):
         order = list(masters) if round_no % 2 == 0 else list(reversed(masters))
-        meters = {side: CpuMeter(masters[side]) for side in order}
+        meters = {side: CpuMeter(*pids[side]) for side in order}
         for _ in range(per_round):
             if deadline.passed:
                 break
@@ -397,6 +399,10 @@ class BenchBridge(LiveBridge):
         # the web workers would be measured without a cost they carry in use.
         self.background = self.worker().start()
         return self
+
+    def pids(self) -> tuple[int, list[int]]:
+        """The gunicorn master and the worker process: what a CPU meter counts for it."""
+        return self.pid, [self.background.process.pid]
 
     def stop(self) -> None:
         background = getattr(self, "background", None)

@@ -234,18 +234,15 @@ def run_workers(workers: int, workdir: Path, *, quick: bool, deadline: Deadline)
             order = ("baseline", "bridge") if round_no % 2 == 0 else ("bridge", "baseline")
             for side in order:
                 if side == "bridge":  # its worker too: it does the WAL checkpoints
-                    meter = CpuMeter(bridge.pid, extra=[bridge.background.process.pid])
+                    meter = CpuMeter(*bridge.pids())
+                    run = deliver(hook_url, chunk, deadline, settled=routed)
+                    delivered_ids.update(run["delivered_ids"])
                 else:
                     meter = CpuMeter(baseline.pid)
-                if side == "bridge":
-                    run = deliver(hook_url, chunk, deadline, settled=routed)
-                else:
                     run = deliver(base_url, chunk, deadline)
                 run["worker_cpu_s"] = meter.used()
                 sides[side].append(run)
                 statuses[side].update(run["statuses"])
-                if side == "bridge":
-                    delivered_ids.update(run["delivered_ids"])
 
         memory = [
             {

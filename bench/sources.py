@@ -81,7 +81,7 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
 
         cpu = interleaved_rounds(
             call,
-            {"baseline": baseline.pid, "bridge": bridge.pid},
+            {"baseline": baseline.pid, "bridge": bridge.pids()},
             rounds=rounds,
             per_round=per_round,
             warmup=warmup,

@@ -38,9 +38,9 @@ def parse_chat_origins(value: str) -> str:
     return " ".join(dict.fromkeys(origins)) or "*"
 
 
+COMMON_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"))
 ADMIN_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
+    *COMMON_HEADERS,
     ("X-Frame-Options", "DENY"),
     ("Content-Security-Policy", f"{BASE_POLICY}; frame-ancestors 'none'"),
 )
@@ -53,10 +53,8 @@ def add_security_headers(response):
     headers: this runs on every webhook call too.
     """
     if request.blueprint == "chat":
-        wanted = (
-            ADMIN_HEADERS[:2]
-            + (("Content-Security-Policy", current_app.config["CHAT_CONTENT_SECURITY_POLICY"]),)
-        )
+        policy = current_app.config["CHAT_CONTENT_SECURITY_POLICY"]
+        wanted = (*COMMON_HEADERS, ("Content-Security-Policy", policy))
     else:
         wanted = ADMIN_HEADERS
     present = {key.lower() for key, _ in response.headers}

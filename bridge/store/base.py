@@ -157,7 +157,7 @@ class StoreBase:
 
         :returns: the pages copied.
         """
-        busy, _, copied = self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _, _, copied = self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return max(copied, 0)
 
     def schema_version(self) -> int:
