@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.conftest import configure_env
+from tests.live import wait_until
 
 pytestmark = pytest.mark.integration
 WEBHOOK_TOKEN = "checklist-webhook-token-26"
@@ -118,10 +119,20 @@ def test_each_test_evidence_item_turns_ok_at_its_step(live, mm, admin):
     assert command_token not in auth_page
     assert f"Saved slash command token: <code>••••••{command_token[-4:]}</code>" in auth_page
     assert f"{live.url}/hooks/mattermost/test/command" in auth_page
+    # A valid command's or click's log row, the evidence, is written right after its answer.
     mm.run_slash_command(mm.agent, support, "/bridge status")
-    assert evidence(checklist(live, admin), "test")["slash_command"] == "ok"
+    wait_until(
+        lambda: evidence(checklist(live, admin), "test")["slash_command"] == "ok",
+        10,
+        what="the slash command's evidence",
+    )
     mm.click_action(mm.agent, started["root_post_id"], "claim")
-    page = checklist(live, admin)
+
+    def buttons_ok():
+        page = checklist(live, admin)
+        return page if evidence(page, "test")["buttons"] == "ok" else None
+
+    page = wait_until(buttons_ok, 10, what="the buttons' evidence")
     assert set(evidence(page, "test").values()) == {"ok"}
     assert all(ticked(page, "test", item) for item in evidence(page, "test"))
     assert "10 / 10" in page and "bridge (evidence)" in page
