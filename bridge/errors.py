@@ -72,13 +72,20 @@ def handle_http_exception(error: HTTPException):
     if wants_json():
         body, status = json_error(status, CODES.get(status, "error"), message)
         return body, status, headers
-    if request.blueprint == "chat":
-        # Visitors see the chat's own page, never the admin header.
-        env = (request.view_args or {}).get("env", "test")
+    if request.blueprint == "chat" or request.path.startswith("/chat/"):
+        # Visitors see the chat's own page, never the admin header; by path too,
+        # for an address no chat route matches (a mistyped link).
+        env = (request.view_args or {}).get("env") or _chat_env_in_path()
         return render_template("chat/error.html", message=message, env=env), status, headers
     template = "errors/_error.html" if htmx else "errors/error.html"
     response = render_template(template, status=status, title=error.name, message=message)
     return response, status, headers
+
+
+def _chat_env_in_path() -> str | None:
+    """``test`` or ``production`` when the path names it (``/chat/<env>/...``), else None."""
+    env = request.path.split("/")[2]
+    return env if env in ("test", "production") else None
 
 
 class DatabaseUnavailable(ServiceUnavailable):

@@ -52,7 +52,8 @@ def add_security_headers(response):
     A header the view set itself is kept. One pass over the response's
     headers: this runs on every webhook call too.
     """
-    if request.blueprint == "chat":
+    if request.blueprint == "chat" or request.path.startswith("/chat/"):
+        # By path too: a mistyped chat link's error page shows inside the site's frame.
         policy = current_app.config["CHAT_CONTENT_SECURITY_POLICY"]
         wanted = (*COMMON_HEADERS, ("Content-Security-Policy", policy))
     else:

@@ -86,6 +86,22 @@ def test_unknown_chat_link_shows_the_chat_page_not_the_admin(chat):
     assert "Start a new chat" in body and "Log out" not in body and "dashboard" not in body
 
 
+@pytest.mark.parametrize(
+    ("path", "link"),
+    [("/chat/test/nope", "/chat/test"), ("/chat/production/x/y", "/chat/production"), ("/chat/staging", None)],
+)
+def test_a_mistyped_chat_address_shows_the_chat_page_not_the_admin(chat, path, link):
+    response = chat.get(path)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 404
+    assert "Chat with us" in body and "Log out" not in body and "dashboard" not in body
+    assert "X-Frame-Options" not in response.headers  # shown in the site's frame like the chat
+    if link:
+        assert f'href="{link}"' in body
+    else:
+        assert "Start a new chat" not in body
+
+
 def test_host_api_conversations_are_not_open_on_the_chat_page(chat, store):
     conversation, _ = store.create_conversation("test", "Hans", "", "", "via API")
     assert chat.get(f"/chat/test?c={conversation['id']}").status_code == 404
