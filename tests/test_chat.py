@@ -62,6 +62,13 @@ def test_bad_start_input_is_explained_and_kept(chat, store):
 def test_inactive_environment_says_chat_is_unavailable(client):
     page = client.get("/chat/test").get_data(as_text=True)
     assert "not available right now" in page
+    assert "signed in as the admin" not in page and "/env/test/config" not in page
+
+
+def test_an_admin_trying_an_inactive_chat_page_is_told_why(admin):
+    page = admin.get("/chat/test").get_data(as_text=True)
+    assert "not available right now" in page
+    assert "environment is not active" in page and 'href="/env/test/config"' in page
 
 
 def test_closed_conversation_replaces_the_composer(chat, store):

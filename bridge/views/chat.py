@@ -8,7 +8,7 @@ capability instead, and starting chats is rate-limited per client address.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
 from .. import htmx
 from ..db import get_sender, get_store
@@ -16,6 +16,7 @@ from ..sender import ConversationClosed
 from ..store import NotFound
 from ..uploads import MAX_FILE_BYTES, UploadRefused, check_file
 from . import parse_id
+from .auth import is_admin
 from .downloads import file_response
 
 bp = Blueprint("chat", __name__, url_prefix="/chat")
@@ -52,8 +53,15 @@ def page(env: str):
     conversation_id = request.args.get("c", "")
     if conversation_id:
         return _conversation_page(env, _conversation_or_404(env, conversation_id))
+    # An admin trying the page sees why visitors cannot start a chat.
+    inactive_for_admin = not settings["active"] and "stamp" in session and is_admin()
     return render_template(
-        "chat/start.html", env=env, available=settings["active"], errors=[], form={}
+        "chat/start.html",
+        env=env,
+        available=settings["active"],
+        errors=[],
+        form={},
+        inactive_for_admin=inactive_for_admin,
     )
 
 
