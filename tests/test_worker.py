@@ -336,6 +336,33 @@ def test_dashboard_shows_when_the_worker_was_last_seen(admin, store):
     assert re.search(r"last seen \d+ s ago \(pid \d+ on ", page)
 
 
+def test_the_dashboard_worker_line_refreshes_itself(admin, store):
+    """The line polls its own fragment, so a worker that stops shows without a reload."""
+    page = admin.get("/").get_data(as_text=True)
+    assert 'hx-get="/worker-status" hx-trigger="every 10s"' in page
+    assert 'data-worker="not-running"' in admin.get("/worker-status").get_data(as_text=True)
+    write_heartbeat(store, started_at=time.time())
+    fragment = admin.get("/worker-status", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'data-worker="running"' in fragment and "<html" not in fragment
+    write_heartbeat(store, started_at=time.time() - 900, now=time.time() - 600)
+    fragment = admin.get("/worker-status", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'data-worker="not-running"' in fragment and "last seen 10 min ago" in fragment
+
+
+def test_a_poll_after_logout_brings_the_admin_back_to_the_page_not_the_fragment(admin):
+    admin.post("/logout")
+    poll = admin.get(
+        "/worker-status",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/?tab=1"},
+    )
+    assert poll.status_code == 200 and poll.headers["HX-Redirect"] == "/login?next=/?tab%3D1"
+    elsewhere = admin.get(
+        "/worker-status",
+        headers={"HX-Request": "true", "HX-Current-URL": "https://evil.example/"},
+    )
+    assert elsewhere.headers["HX-Redirect"] == "/login"
+
+
 def test_dashboard_warns_when_the_heartbeat_is_old(admin, store):
     write_heartbeat(store, started_at=time.time() - 900, now=time.time() - 600)
     page = admin.get("/").get_data(as_text=True)

@@ -71,9 +71,19 @@ def dashboard():
                 "sources": store.count_sources(settings["name"]),
             }
         )
+    return render_template("admin/dashboard.html", cards=cards, worker=_worker(store))
+
+
+@bp.get("/worker-status")
+def worker_status_fragment():
+    """The dashboard's worker line, polled by HTMX: a stopped worker shows without a reload."""
+    return render_template("admin/_worker_status.html", worker=_worker(get_store()))
+
+
+def _worker(store) -> dict:
     status = worker_status(store, stale_after=current_app.config["WORKER"].stale_after)
     status["age_text"] = _age_text(status["age"])
-    return render_template("admin/dashboard.html", cards=cards, worker=status)
+    return status
 
 
 def _age_text(seconds: float | None) -> str:

@@ -21,6 +21,7 @@ import hmac
 import math
 import re
 import sqlite3
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -126,12 +127,13 @@ def login_required(view):
         if "stamp" in session:
             session.clear()  # an ended session: drop the cookie too
         target = "auth.setup" if not password_is_set() else "auth.login"
-        came_from = request.full_path.rstrip("?") if request.method == "GET" else None
-        location = url_for(target, next=came_from)
         if htmx:
-            # A fragment request cannot show a login page: reload into it.
+            # A fragment request cannot show a login page: reload into it, and come
+            # back to the page the fragment was on, not to the bare fragment.
+            location = url_for(target, next=_page_of(request.headers.get("HX-Current-URL", "")))
             return "", 200, {"HX-Redirect": location}
-        return redirect(location)
+        came_from = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for(target, next=came_from))
 
     return wrapped
 
@@ -232,6 +234,15 @@ def _too_many_tries(form: LoginForm, wait: float, oauth: dict):
     seconds = max(1, math.ceil(wait))
     body = render_template("auth/login.html", form=form, wait=seconds, oauth=oauth)
     return body, 429, {"Retry-After": str(seconds)}
+
+
+def _page_of(current_url: str) -> str | None:
+    """The path (and query) of the page an HTMX request came from, when it is this site's."""
+    parts = urlsplit(current_url)
+    if parts.netloc != request.host or not parts.path.startswith(request.script_root or "/"):
+        return None
+    path = parts.path[len(request.script_root) :] or "/"
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 def safe_next(target: str | None) -> str:
