@@ -61,6 +61,7 @@ def test_a_token_that_fails_verification_saves_nothing(admin, store, mm):
     save_auth(admin, bot_token=GOOD)
     page = save_auth(admin, bot_token="wrongtokenwrongtokenwrong1").get_data(as_text=True)
     assert "Nothing saved" in page and "401" in page
+    assert "The saved settings are unchanged; type the new token again" in page
     settings = store.environment("test")
     assert settings["bot_token"] == GOOD and settings["bot_user_id"] == BOT["id"]
 

@@ -256,7 +256,13 @@ def _save_auth(settings: dict, form: AuthForm, credential: Credential) -> dict:
         return result
     result = _verify(settings, server_url, credential, remember=False)
     if not result["ok"]:
-        result["summary"] = "Nothing saved: " + result["summary"]
+        # The form comes back with the secret fields empty (never shown back), and
+        # their hint says "leave it empty to keep the saved one": say which is kept.
+        secret = "password" if credential.mode == "login" else "token"
+        result["summary"] = (
+            f"Nothing saved: {result['summary'].rstrip('.')}. The saved settings are "
+            f"unchanged; type the new {secret} again to try once more."
+        )
         return result
     fields.update(server_url=server_url, **credential.as_fields())
     fields.update(result["identity"].as_fields())
