@@ -324,7 +324,7 @@ def test_each_pass_copies_the_wal_into_the_database_file(store):
 
 def test_dashboard_warns_when_the_worker_has_never_run(admin):
     page = admin.get("/").get_data(as_text=True)
-    assert 'data-worker="not-running"' in page
+    assert 'role="alert" data-worker="not-running"' in page
     assert "The background worker is not running" in page
     assert "never run against this database" in page
 
@@ -347,6 +347,7 @@ def test_the_dashboard_worker_line_refreshes_itself(admin, store):
     write_heartbeat(store, started_at=time.time() - 900, now=time.time() - 600)
     fragment = admin.get("/worker-status", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert 'data-worker="not-running"' in fragment and "last seen 10 min ago" in fragment
+    assert 'role="status"' in fragment  # the page's first render says it with role="alert"
 
 
 def test_a_poll_after_logout_brings_the_admin_back_to_the_page_not_the_fragment(admin):

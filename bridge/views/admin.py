@@ -77,7 +77,7 @@ def dashboard():
 @bp.get("/worker-status")
 def worker_status_fragment():
     """The dashboard's worker line, polled by HTMX: a stopped worker shows without a reload."""
-    return render_template("admin/_worker_status.html", worker=_worker(get_store()))
+    return render_template("admin/_worker_status.html", worker=_worker(get_store()), polled=True)
 
 
 def _worker(store) -> dict:
