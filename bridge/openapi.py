@@ -176,6 +176,14 @@ _STATUS = {
     "description": "`sent`; `failed` (kept, retried later; `error` says why); "
     "`skipped` (inactive environment or unmapped type; `reason` says which)",
 }
+# What a visitor message's 201 says about it (the text and the file routes).
+_KEPT_MESSAGE = {
+    "id": {"type": "integer", "minimum": 1},
+    "status": _STATUS,
+    "post_id": {"type": "string"},
+    "error": {"type": "string"},
+    "reason": {"type": "string"},
+}
 _ID_PARAMETER = {
     "name": "id",
     "in": "path",
@@ -462,18 +470,7 @@ SPEC = {
                 "responses": {
                     "201": {
                         "description": "accepted and kept",
-                        **_json(
-                            _object(
-                                {
-                                    "id": {"type": "integer", "minimum": 1},
-                                    "status": _STATUS,
-                                    "post_id": {"type": "string"},
-                                    "error": {"type": "string"},
-                                    "reason": {"type": "string"},
-                                },
-                                ("id", "status", "post_id"),
-                            )
-                        ),
+                        **_json(_object(_KEPT_MESSAGE, ("id", "status", "post_id"))),
                     },
                     **_errors(400, 404, 409, 415),
                 },
@@ -518,11 +515,7 @@ SPEC = {
                         **_json(
                             _object(
                                 {
-                                    "id": {"type": "integer", "minimum": 1},
-                                    "status": _STATUS,
-                                    "post_id": {"type": "string"},
-                                    "error": {"type": "string"},
-                                    "reason": {"type": "string"},
+                                    **_KEPT_MESSAGE,
                                     "files": {"type": "array", "items": _ref("File")},
                                 },
                                 ("id", "status", "post_id", "files"),
