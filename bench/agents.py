@@ -15,7 +15,7 @@ warm-up, like the sources benchmark. Budget: the webhook's, at least 0.7x
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 from bridge.buttons import signature
@@ -30,12 +30,23 @@ from .common import (
     client_session,
     interleaved_rounds,
     summary_ms,
+    timed_request,
 )
 
 WORKERS = 2
 COMMAND_TOKEN = "benchcommandtoken012345678"
 CONVERSATIONS = 12
 BUDGET_RATIO = 0.7
+
+
+def _answered(kind: str, side: str, response) -> bool:
+    """A 200 with the answer that side gives: the bridge's click rewrites the root
+    post, the bare route's only says so; both answer a command ephemerally."""
+    if response.status_code != 200:
+        return False
+    if kind == "click":
+        return ("update" if side == "bridge" else "ephemeral_text") in response.json()
+    return response.json()["response_type"] == "ephemeral"
 
 
 def run(workdir: Path, *, quick: bool) -> SectionResult:
@@ -103,22 +114,18 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
 
         def call(kind: str, side: str, record: bool) -> None:
             url = f"{servers[side]}/hooks/mattermost/test/{'action' if kind == 'click' else 'command'}"
-            began = time.perf_counter()
             if kind == "click":
-                response = client.post(url, json=click, timeout=30)
-                # The bridge's answer rewrites the root post; the bare route's only says so.
-                wanted = "update" if side == "bridge" else "ephemeral_text"
-                ok = response.status_code == 200 and wanted in response.json()
+                send = partial(client.post, url, json=click, timeout=30)
             else:
-                response = client.post(
-                    url, data=form, headers={"Authorization": f"Token {COMMAND_TOKEN}"}, timeout=30
-                )
-                ok = response.status_code == 200 and response.json()["response_type"] == "ephemeral"
-            elapsed = time.perf_counter() - began
-            if not ok:
-                errors[f"{kind} {side}"].append(f"{response.status_code} {response.text[:200]}")
-            elif record:
-                samples[f"{kind} {side}"].append(elapsed)
+                headers = {"Authorization": f"Token {COMMAND_TOKEN}"}
+                send = partial(client.post, url, data=form, headers=headers, timeout=30)
+            timed_request(
+                send,
+                partial(_answered, kind, side),
+                record=record,
+                samples=samples[f"{kind} {side}"],
+                errors=errors[f"{kind} {side}"],
+            )
 
         cpu = {}
         for kind in ("click", "command"):

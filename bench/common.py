@@ -232,6 +232,29 @@ class CpuMeter:
         return cpu_seconds(self.pids) - self.start
 
 
+def sent(response: requests.Response) -> bool:
+    """A 201 saying the message or notification was posted (outbound, sources)."""
+    return response.status_code == 201 and response.json().get("status") == "sent"
+
+
+def timed_request(
+    send: Callable[[], requests.Response],
+    accepted: Callable[[requests.Response], bool],
+    *,
+    record: bool,
+    samples: list[float],
+    errors: list[str],
+) -> None:
+    """Make one request; keep its wall time (when ``record``) if ``accepted``, else its error."""
+    started = time.perf_counter()
+    response = send()
+    elapsed = time.perf_counter() - started
+    if not accepted(response):
+        errors.append(f"{response.status_code} {response.text[:200]}")
+    elif record:
+        samples.append(elapsed)
+
+
 def interleaved_rounds(
     call: Callable[[str, bool], None],
     masters: dict[str, int | tuple[int, list[int]]],

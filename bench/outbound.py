@@ -23,7 +23,9 @@ from .common import (
     baseline_server,
     client_session,
     interleaved_rounds,
+    sent,
     summary_ms,
+    timed_request,
     worker_rss,
 )
 
@@ -91,14 +93,13 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
             else:
                 url = f"{baseline.url}/conversations/{roots[i % CONVERSATIONS]}/messages"
                 headers = {}
-            started = time.perf_counter()
-            response = client.post(url, json=body, headers=headers, timeout=30)
-            elapsed = time.perf_counter() - started
-            ok = response.status_code == 201 and response.json().get("status") == "sent"
-            if not ok:
-                errors[side].append(f"{response.status_code} {response.text[:200]}")
-            elif record:
-                samples[side].append(elapsed)
+            timed_request(
+                lambda: client.post(url, json=body, headers=headers, timeout=30),
+                sent,
+                record=record,
+                samples=samples[side],
+                errors=errors[side],
+            )
 
         cpu = interleaved_rounds(
             call,

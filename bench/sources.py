@@ -13,7 +13,6 @@ outbound benchmark. DESIGN.md sets no budget for it: the figures are reported.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .common import (
@@ -25,7 +24,9 @@ from .common import (
     baseline_server,
     client_session,
     interleaved_rounds,
+    sent,
     summary_ms,
+    timed_request,
     worker_rss,
 )
 
@@ -70,14 +71,13 @@ def run(workdir: Path, *, quick: bool) -> SectionResult:
 
         def call(side: str, record: bool) -> None:
             url, headers = targets[side]
-            started = time.perf_counter()
-            response = client.post(url, data=body, headers=headers, timeout=30)
-            elapsed = time.perf_counter() - started
-            ok = response.status_code == 201 and response.json().get("status") == "sent"
-            if not ok:
-                errors[side].append(f"{response.status_code} {response.text[:200]}")
-            elif record:
-                samples[side].append(elapsed)
+            timed_request(
+                lambda: client.post(url, data=body, headers=headers, timeout=30),
+                sent,
+                record=record,
+                samples=samples[side],
+                errors=errors[side],
+            )
 
         cpu = interleaved_rounds(
             call,
