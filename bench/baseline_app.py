@@ -40,6 +40,28 @@ def session() -> requests.Session:
         return _session
 
 
+def create_post(message: str, *, root_id: str = "") -> dict:
+    """The one ``POST /api/v4/posts`` of the outbound and sources routes (502 when refused)."""
+    body = {
+        "channel_id": MM_CHANNEL,
+        "message": message,
+        "pending_post_id": f"{secrets.token_hex(13)}:0",
+        "props": {"bridge_message_id": "0"},
+    }
+    if root_id:
+        body["root_id"] = root_id
+    response = session().post(
+        f"{MM_URL}/api/v4/posts",
+        json=body,
+        headers={"Authorization": f"Bearer {MM_TOKEN}"},
+        timeout=TIMEOUT,
+        allow_redirects=False,
+    )
+    if response.status_code >= 300:
+        abort(502)
+    return response.json()
+
+
 @app.get("/healthz")
 def healthz():
     return "ok"
@@ -51,22 +73,7 @@ def add_message(root_id: str):
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         abort(400)
-    response = session().post(
-        f"{MM_URL}/api/v4/posts",
-        json={
-            "channel_id": MM_CHANNEL,
-            "message": f"**Hans Host:** {body['text']}",
-            "root_id": root_id,
-            "pending_post_id": f"{secrets.token_hex(13)}:0",
-            "props": {"bridge_message_id": "0"},
-        },
-        headers={"Authorization": f"Bearer {MM_TOKEN}"},
-        timeout=TIMEOUT,
-        allow_redirects=False,
-    )
-    if response.status_code >= 300:
-        abort(502)
-    post = response.json()
+    post = create_post(f"**Hans Host:** {body['text']}", root_id=root_id)
     return jsonify({"id": 0, "post_id": post["id"], "status": "sent"}), 201
 
 
@@ -81,21 +88,7 @@ def translated(source: str):
     lines += [
         f"- {alert['labels']['alertname']}: {alert['annotations']['summary']}" for alert in alerts
     ]
-    response = session().post(
-        f"{MM_URL}/api/v4/posts",
-        json={
-            "channel_id": MM_CHANNEL,
-            "message": "\n".join(lines),
-            "pending_post_id": f"{secrets.token_hex(13)}:0",
-            "props": {"bridge_message_id": "0"},
-        },
-        headers={"Authorization": f"Bearer {MM_TOKEN}"},
-        timeout=TIMEOUT,
-        allow_redirects=False,
-    )
-    if response.status_code >= 300:
-        abort(502)
-    post = response.json()
+    post = create_post("\n".join(lines))
     return jsonify({"status": "sent", "post_id": post["id"]}), 201
 
 
