@@ -1,8 +1,11 @@
-"""Fixtures: the app on a temporary database, its client and CLI runner."""
+"""Fixtures: the app on a temporary database, its client and CLI runner; a requests
+Session mocked with requests-mock and the call records a Mattermost client reports."""
 
 from __future__ import annotations
 
 import pytest
+import requests
+import requests_mock as rm
 
 from bridge import create_app
 from bridge.store import Store, close_shared_connection
@@ -42,6 +45,26 @@ def store(app):
     store = Store(app.config["DATABASE"])
     yield store
     store.close()
+
+
+@pytest.fixture
+def session():
+    """A Session of its own for a MattermostClient under test (closed afterwards)."""
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def mock(session):
+    """requests-mock on that Session only."""
+    with rm.Mocker(session=session) as mocker:
+        yield mocker
+
+
+@pytest.fixture
+def records():
+    """Where a client's ``on_call`` records go."""
+    return []
 
 
 @pytest.fixture

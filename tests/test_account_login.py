@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import requests
-import requests_mock as rm
 
 from bridge import mattermost as mm
 from tests.ids import mm_id
@@ -43,22 +41,6 @@ def no_sessions():
     mm._sessions.clear()
     yield
     mm._sessions.clear()
-
-
-@pytest.fixture
-def session():
-    return requests.Session()
-
-
-@pytest.fixture
-def mock(session):
-    with rm.Mocker(session=session) as mocker:
-        yield mocker
-
-
-@pytest.fixture
-def records():
-    return []
 
 
 def client(session, records=None, login=ACCOUNT):

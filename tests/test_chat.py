@@ -95,7 +95,11 @@ def test_unknown_chat_link_shows_the_chat_page_not_the_admin(chat):
 
 @pytest.mark.parametrize(
     ("path", "link"),
-    [("/chat/test/nope", "/chat/test"), ("/chat/production/x/y", "/chat/production"), ("/chat/staging", None)],
+    [
+        ("/chat/test/nope", "/chat/test"),
+        ("/chat/production/x/y", "/chat/production"),
+        ("/chat/staging", None),
+    ],
 )
 def test_a_mistyped_chat_address_shows_the_chat_page_not_the_admin(chat, path, link):
     response = chat.get(path)

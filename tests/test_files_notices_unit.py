@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-import requests_mock as rm
 from werkzeug.datastructures import MultiDict
 
 from bridge import mattermost as mm
@@ -23,23 +22,6 @@ from tests.test_integration_files_notices import PDF, PNG
 SERVER = "https://chat.example.com"
 JSON = {"Content-Type": "application/json", "X-Version-Id": "9.11.0.9.11.0.abc.false"}
 CHANNEL, BOT, AGENT, FILE, ROOT = (mm_id(x) for x in ("ch", "bot", "agent", "file", "root"))
-
-
-@pytest.fixture
-def session():
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture
-def mock(session):
-    with rm.Mocker(session=session) as mocker:
-        yield mocker
-
-
-@pytest.fixture
-def records():
-    return []
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 import requests
-import requests_mock as rm
 
 from bridge import mattermost as mm
 from tests.ids import mm_id
@@ -31,22 +30,6 @@ def app_error(status: int, error_id: str, message: str) -> dict:
         "request_id": "r3qu3st1d",
         "status_code": status,
     }
-
-
-@pytest.fixture
-def session():
-    return requests.Session()
-
-
-@pytest.fixture
-def mock(session):
-    with rm.Mocker(session=session) as mocker:
-        yield mocker
-
-
-@pytest.fixture
-def records():
-    return []
 
 
 @pytest.fixture
